@@ -1,0 +1,105 @@
+"""The service tree behind ``twistd pibridge``: one place where the layers meet."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.interfaces import IListeningPort
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.server import Site
+
+from pibridge import __version__
+from pibridge.web.app import HttpApi
+
+log = Logger()
+
+
+class QuietSite(Site):
+    """A Site that stays quiet per request; pibridge logs what matters itself."""
+
+    noisy = False
+
+    def log(self, request: Any) -> None:
+        return None
+
+
+@attrs.define(eq=False)
+class HttpService(Service):
+    """Listens on a Twisted endpoint and says where, so ``tcp:0`` is usable."""
+
+    reactor: Any
+    description: str
+    site: Site
+    port: IListeningPort | None = None
+
+    def privilegedStartService(self) -> None:
+        """Listen before dropping privileges, and refuse to start if we cannot."""
+        super().privilegedStartService()
+        endpoint = endpoints.serverFromString(self.reactor, self.description)
+        failures: list[Failure] = []
+        endpoint.listen(self.site).addCallbacks(self.listened, failures.append)
+        if failures:
+            log.critical(
+                "cannot listen for HTTP on {where}: {why}",
+                where=self.description,
+                why=failures[0].getErrorMessage(),
+            )
+            raise SystemExit(1)
+
+    def listened(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        log.info(
+            "pibridge {version}: HTTP API on http://{host}:{port}/",
+            version=__version__,
+            host=getattr(address, "host", "?"),
+            port=getattr(address, "port", "?"),
+        )
+
+    def stopService(self) -> Deferred[object] | None:  # type: ignore[override]
+        super().stopService()
+        if self.port is None:
+            return None
+        port, self.port = self.port, None
+        stopped: Deferred[object] = maybeDeferred(port.stopListening)  # type: ignore[arg-type]
+        return stopped
+
+
+@attrs.define(eq=False)
+class PibridgeService(MultiService):
+    """The root service: stops its children, and treats SIGTERM/SIGINT as a clean stop.
+
+    Twisted re-raises the stopping signal at exit so the exit status says
+    "killed"; for pibridge a signal is how an operator asks it to stop, and a
+    stop that closed every listener and reaped every child exits 0.
+    """
+
+    reactor: Any
+
+    def __attrs_post_init__(self) -> None:
+        MultiService.__init__(self)
+
+    def stopService(self) -> Deferred[None]:
+        stopping: Deferred[None] = super().stopService()
+
+        def clean_exit(result: object) -> object:
+            if getattr(self.reactor, "_exitSignal", None) is not None:
+                self.reactor._exitSignal = None
+            return result
+
+        stopping.addBoth(clean_exit)
+        return stopping
+
+
+def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
+    root = PibridgeService(reactor)
+    api = HttpApi(config=config)
+    HttpService(reactor, config["http"], QuietSite(api.app.resource())).setServiceParent(root)
+    log.info("pibridge workspace: {workspace}", workspace=str(config["workspace"]))
+    return root
