@@ -49,10 +49,10 @@ class ServerProcess:
                 if found:
                     return found
                 remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.process.poll() is not None and not self._read():
-                    raise AssertionError(
-                        f"never saw {pattern.pattern!r}; output:\n{self.output.decode(errors='replace')}"
-                    )
+                exited = self.process.poll() is not None and not self._read()
+                if remaining <= 0 or exited:
+                    log = self.output.decode(errors="replace")
+                    raise AssertionError(f"never saw {pattern.pattern!r}; output:\n{log}")
                 if selector.select(remaining):
                     self._read()
 

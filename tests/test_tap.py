@@ -117,10 +117,10 @@ def test_bad_values_are_refused_precisely(
 
 def test_missing_workspace_is_refused(tmp_path: Path) -> None:
     missing = tmp_path / "nowhere"
-    with pytest.raises(usage.UsageError, match="--workspace: .*nowhere is not a directory"):
+    with pytest.raises(usage.UsageError, match=r"--workspace: .*nowhere is not a directory"):
         parse(["--workspace", str(missing)])
 
 
 def test_missing_secrets_dir_is_refused(tmp_path: Path) -> None:
-    with pytest.raises(usage.UsageError, match="--secrets-dir: .* is not a directory"):
+    with pytest.raises(usage.UsageError, match=r"--secrets-dir: .* is not a directory"):
         parse(["--workspace", str(tmp_path), "--secrets-dir", str(tmp_path / "no")])
