@@ -267,7 +267,7 @@ def _frame(message_type: int, payload: bytes) -> bytes:
                 0x03,
                 b"\x00\x01\x40\x10"
                 + b"n" * 16
-                + b"\x50\x01"
+                + b"\x4f\xf1"
                 + b"t" * 4081
                 + b"\x80\x01\x01\x02\x00",
             ),
