@@ -15,6 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from pibridge import __version__
+from pibridge.web.access import AccessGuard, AccessPolicy
 from pibridge.web.app import HttpApi
 
 log = Logger()
@@ -36,6 +37,7 @@ class HttpService(Service):
     reactor: Any
     description: str
     site: Site
+    access: AccessPolicy
     port: IListeningPort | None = None
 
     def privilegedStartService(self) -> None:
@@ -55,11 +57,12 @@ class HttpService(Service):
     def listened(self, port: IListeningPort) -> None:
         self.port = port
         address = port.getHost()
+        base = f"http://{getattr(address, 'host', '?')}:{getattr(address, 'port', '?')}/"
+        log.info("pibridge {version}: HTTP API on {base}", version=__version__, base=base)
         log.info(
-            "pibridge {version}: HTTP API on http://{host}:{port}/",
-            version=__version__,
-            host=getattr(address, "host", "?"),
-            port=getattr(address, "port", "?"),
+            "pibridge: open {base}?token={token} (programs send Authorization: Bearer TOKEN)",
+            base=base,
+            token=self.access.token,
         )
 
     def stopService(self) -> Deferred[object] | None:  # type: ignore[override]
@@ -100,6 +103,8 @@ class PibridgeService(MultiService):
 def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
     root = PibridgeService(reactor)
     api = HttpApi(config=config)
-    HttpService(reactor, config["http"], QuietSite(api.app.resource())).setServiceParent(root)
+    access = AccessPolicy.for_state_dir(config["state-dir"], config.get("access-token"))
+    site = QuietSite(AccessGuard(api.app.resource(), access))
+    HttpService(reactor, config["http"], site, access).setServiceParent(root)
     log.info("pibridge workspace: {workspace}", workspace=str(config["workspace"]))
     return root

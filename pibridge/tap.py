@@ -172,6 +172,12 @@ class Options(usage.Options):
             "Directory of provider keys, one file per key (Vault Agent style)",
         ],
         ["public-url", None, None, "URL clients use to reach the HTTP API [default from --http]"],
+        [
+            "access-token",
+            None,
+            None,
+            "Token for the HTTP face [env PIBRIDGE_ACCESS_TOKEN; default: new each start]",
+        ],
         ["grace", None, "30", "Seconds a terminal session outlives a dropped client"],
         ["heartbeat", None, "5", "Seconds between terminal heartbeats"],
         ["idle-timeout", None, "1800", "Seconds before an idle chat session is stopped"],
@@ -200,6 +206,8 @@ class Options(usage.Options):
         else:
             what = "--max-sessions"
         self["max-sessions"] = parse_positive_int(self["max-sessions"], what)
+        if self["access-token"] is None:
+            self["access-token"] = env.get("PIBRIDGE_ACCESS_TOKEN") or None
         if self["model"] is None:
             self["model"] = env.get("PI_SERVICE_MODEL") or None
         if self["relay"] is not None:

@@ -18,6 +18,7 @@ from typing import Any
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 HTTP_LINE = re.compile(rb"HTTP API on (http://[^/\s]+/)")
+TOKEN_LINE = re.compile(rb"open http://[^/\s]+/\?token=([A-Za-z0-9_-]+)")
 
 
 class ServerProcess:
@@ -37,6 +38,7 @@ class ServerProcess:
         os.set_blocking(self.process.stdout.fileno(), False)
         self.output = b""
         self.url = ""
+        self.token = ""
 
     def wait_for(self, pattern: re.Pattern[bytes], timeout: float = 30.0) -> re.Match[bytes]:
         """Read output until ``pattern`` matches; fail with the log if it never does."""
@@ -68,10 +70,19 @@ class ServerProcess:
 
     def started(self, timeout: float = 30.0) -> str:
         self.url = self.wait_for(HTTP_LINE, timeout).group(1).decode()
+        self.token = self.wait_for(TOKEN_LINE, timeout).group(1).decode()
         return self.url
 
+    @property
+    def login_url(self) -> str:
+        """The URL a person opens: the page signs in with the printed token."""
+        return f"{self.url}?token={self.token}"
+
     def get_json(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url.rstrip("/") + path, timeout=10) as response:
+        request = urllib.request.Request(
+            self.url.rstrip("/") + path, headers={"Authorization": f"Bearer {self.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
             return json.load(response)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:

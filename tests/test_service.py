@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -41,3 +44,26 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         second.wait_for(re.compile(rb"cannot listen for HTTP on tcp:\d+:.*Address already in use"))
         assert second.process.wait(30) == 1
         assert b"Traceback" not in second.output
+
+
+class StayPut(urllib.request.HTTPRedirectHandler):
+    """Show redirects to the test instead of following them."""
+
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def http_error_303(self, req, fp, code, msg, headers):  # type: ignore[no-untyped-def]
+        return fp
+
+
+def test_http_face_needs_the_printed_token(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(server.url + "api/capabilities", timeout=10)
+        assert refused.value.code == 401
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(), StayPut())
+        with opener.open(server.login_url, timeout=10) as signed_in:
+            assert signed_in.status == 303
+            assert signed_in.headers["location"] == "/"
+        with opener.open(server.url + "api/capabilities", timeout=10) as response:
+            assert json.load(response)["features"]["pi"] is True
