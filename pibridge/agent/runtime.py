@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
@@ -145,6 +146,8 @@ class AgentRuntime:
     offline_model: OfflineEndpoint | None = None
     sandbox_network: bool = False
     _warned_unsandboxed: bool = attrs.field(default=False, init=False)
+    _known_secrets: set[str] = attrs.field(factory=set, init=False)
+    _secret_pattern: re.Pattern[str] | None = attrs.field(default=None, init=False)
 
     # -- paths ----------------------------------------------------------------
 
@@ -171,8 +174,22 @@ class AgentRuntime:
     # -- credentials and status -----------------------------------------------
 
     def credentials(self) -> Credentials:
-        """The keys as they are now (re-read so a rotated secret file takes effect)."""
-        return load_credentials(self.environ, self.secrets_dir)
+        """The keys as they are now (re-read so a rotated secret file takes effect).
+
+        Every value seen is remembered for ``redact``, old ones included.
+        """
+        credentials = load_credentials(self.environ, self.secrets_dir)
+        self._remember_secrets(credentials.secret_values)
+        if self.offline_model is not None:
+            self._remember_secrets([self.offline_model.api_key])
+        return credentials
+
+    def _remember_secrets(self, values: Iterable[str]) -> None:
+        new = {value for value in values if value} - self._known_secrets
+        if new:
+            self._known_secrets |= new
+            ordered = sorted(self._known_secrets, key=len, reverse=True)
+            self._secret_pattern = re.compile("|".join(re.escape(value) for value in ordered))
 
     def _offline_available(self) -> bool:
         endpoint = self.offline_model
@@ -259,20 +276,22 @@ class AgentRuntime:
         return self._select(self.credentials()).status
 
     def redact(self, text: str) -> str:
-        """Replace every secret value the server knows with ``[redacted]``."""
-        values = set(self.credentials().secret_values)
-        if self.offline_model is not None:
-            values.add(self.offline_model.api_key)
-        for value in sorted(values, key=len, reverse=True):
-            if value:
-                text = text.replace(value, REDACTED)
-        return text
+        """Replace every secret value the server knows with ``[redacted]``.
+
+        Cheap enough to run on every streamed delta: the keys are read when the
+        runtime is built and again at each ``status()``/``invocation()``.
+        """
+        if self._secret_pattern is None:
+            self.credentials()
+        if self._secret_pattern is None:
+            return text
+        return self._secret_pattern.sub(REDACTED, text)
 
     # -- invocation -------------------------------------------------------------
 
     def invocation(
         self,
-        mode: Literal["rpc", "tui"],
+        mode: Literal["rpc", "tui"] | str,
         *,
         session_file: Path | None = None,
         term: str | None = None,
@@ -280,8 +299,10 @@ class AgentRuntime:
         """Prepare the isolated agent dir and describe the pi process to spawn.
 
         Raises ``AgentNotReady`` (with the operator-facing problem) when
-        ``status()`` is not ready.
+        ``status()`` is not ready, ``ValueError`` for an unknown mode.
         """
+        if mode not in ("rpc", "tui"):
+            raise ValueError(f"pi runs in mode 'rpc' or 'tui', not {mode!r}")
         credentials = self.credentials()
         selection = self._select(credentials)
         if not selection.status.ready:
