@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import attrs
 from twisted.application.service import Service
@@ -51,20 +51,25 @@ MAX_TITLE = 200
 
 
 class Invocation(Protocol):
-    argv: Sequence[str]
-    env: dict[str, str]
-    cwd: Path | str
+    @property
+    def argv(self) -> Sequence[str]: ...
+    @property
+    def env(self) -> Mapping[str, str]: ...
+    @property
+    def cwd(self) -> str | Path: ...
 
 
 class RuntimeStatus(Protocol):
-    ready: bool
-    problem: str | None
+    @property
+    def ready(self) -> bool: ...
+    @property
+    def problem(self) -> str | None: ...
 
 
 class ChatRuntime(Protocol):
     """What the chat layer needs from the agent runtime."""
 
-    def invocation(self, mode: str, *, session_file: Path) -> Invocation: ...
+    def invocation(self, mode: Literal["rpc"], *, session_file: Path) -> Invocation: ...
     def status(self) -> RuntimeStatus: ...
     def redact(self, text: str) -> str: ...
 

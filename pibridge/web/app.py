@@ -1,4 +1,4 @@
-"""HTTP routes: capabilities now; chat sessions and the page join them."""
+"""HTTP routes: capabilities, the chat API and its OpenAPI document."""
 
 from __future__ import annotations
 
@@ -8,18 +8,58 @@ from typing import Any
 
 import attrs
 from klein import Klein
+from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
 
 from pibridge import __version__
+from pibridge.chat.manager import ChatManager
+from pibridge.web.chat_routes import (
+    DEFAULT_MAX_BODY,
+    DEFAULT_STREAMS_PER_SESSION,
+    ChatRoutes,
+    json_response,
+)
+from pibridge.web.openapi import openapi_document
+from pibridge.web.sse import DEFAULT_KEEPALIVE
 
 
 @attrs.define(eq=False)
 class HttpApi:
+    """The Klein app; chat routes appear when a :class:`ChatManager` is given."""
+
     config: Mapping[str, Any]
     app: Klein = attrs.field(factory=Klein)
+    chat: ChatManager | None = None
+    clock: IReactorTime | None = None
+    keepalive: float = DEFAULT_KEEPALIVE
+    max_body: int = DEFAULT_MAX_BODY
+    streams_per_session: int = DEFAULT_STREAMS_PER_SESSION
+    routes: ChatRoutes | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.app.route("/api/capabilities", methods=["GET"])(self.capabilities)
+        self.app.route("/api/openapi.json", methods=["GET"])(self.openapi)
+        if self.chat is None:
+            return
+        clock = self.clock if self.clock is not None else self.chat.clock
+        routes = ChatRoutes(
+            self.chat,
+            clock,
+            keepalive=self.keepalive,
+            max_body=self.max_body,
+            streams_per_session=self.streams_per_session,
+        )
+        self.routes = routes
+        route = self.app.route
+        route("/api/sessions", methods=["GET"])(routes.listing)
+        route("/api/sessions/create", methods=["POST"])(routes.create)
+        route("/api/sessions/<session_id>", methods=["GET"])(routes.describe)
+        route("/api/sessions/<session_id>/history", methods=["GET"])(routes.history)
+        route("/api/sessions/<session_id>/stop", methods=["POST"])(routes.stop)
+        route("/api/sessions/<session_id>/abort", methods=["POST"])(routes.abort)
+        route("/api/sessions/<session_id>/stream", methods=["POST"])(routes.stream)
+        route("/api/sessions/<session_id>/events", methods=["GET"])(routes.events)
+        self.app.handle_errors(Exception)(routes.failed)
 
     def capabilities(self, request: IRequest) -> bytes:
         request.setHeader(b"content-type", b"application/json")
@@ -30,6 +70,9 @@ class HttpApi:
                 "services": {"pi": {"mode": "backend", "url": self.public_url(request)}},
             }
         ).encode()
+
+    def openapi(self, request: IRequest) -> bytes:
+        return json_response(request, openapi_document(self.public_url(request)))
 
     def public_url(self, request: IRequest) -> str:
         configured = self.config.get("public-url")

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chat_fakes import SECRET, FakeRuntime, FakeSpawner, GroupKills
 from twisted.internet.testing import MemoryReactorClock
 
 from pibridge.chat.eventlog import EventLog
@@ -23,6 +22,7 @@ from pibridge.chat.manager import (
     UnknownSession,
 )
 from pibridge.chat.process import Terminator
+from tests.chat.chat_fakes import SECRET, FakeRuntime, FakeSpawner, GroupKills
 
 
 @pytest.fixture
