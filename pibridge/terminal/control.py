@@ -113,6 +113,8 @@ class Open:
     token: str = attrs.field(validator=_bounded_text(MAX_TOKEN_CHARS, allow_empty=True), repr=False)
     #: For a reattach: the absolute output offset the client has already shown.
     resume_offset: int | None = attrs.field(default=None, validator=_non_negative)
+    #: The attach epoch: the MoQ group both ends write this attach's objects in.
+    epoch: int = attrs.field(default=0, validator=_non_negative)
 
 
 @frozen
@@ -187,10 +189,23 @@ class Resize:
     rows: int = attrs.field(validator=_dimension)
 
 
-Message = Open | OpenAck | Close | Ping | Pong | Error | Status | Resize
+@frozen
+class Ack:
+    """Client has shown all output before ``offset``; the bot may send more.
+
+    The bot keeps at most a window of unacknowledged output in flight, so a
+    terminal that renders slowly never sits behind seconds of queued bytes
+    (what would make Ctrl-C slow under a flood).
+    """
+
+    TYPE: ClassVar[str] = "ack"
+    offset: int = attrs.field(validator=_non_negative)
+
+
+Message = Open | OpenAck | Close | Ping | Pong | Error | Status | Resize | Ack
 
 MESSAGE_TYPES: Final[dict[str, type[Message]]] = {
-    cls.TYPE: cls for cls in (Open, OpenAck, Close, Ping, Pong, Error, Status, Resize)
+    cls.TYPE: cls for cls in (Open, OpenAck, Close, Ping, Pong, Error, Status, Resize, Ack)
 }
 
 
