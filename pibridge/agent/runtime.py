@@ -317,6 +317,8 @@ class AgentRuntime:
         if selection.model_id is not None:
             argv += ["--model", selection.model_id]
         if session_file is not None:
+            # pi silently keeps nothing when the session file's directory is missing.
+            session_file.parent.mkdir(parents=True, exist_ok=True)
             argv += ["--session", str(session_file)]
         else:
             argv += ["--session-dir", str(self.sessions_dir)]

@@ -14,7 +14,7 @@ from pibridge.agent.offline_model import OfflineModelService
 from pibridge.agent.runtime import AgentNotReady, AgentRuntime
 
 from .conftest import FAKE_KEY, PI_COMMAND
-from .pi_rpc import assistant_texts, run_prompt
+from .pi_rpc import assistant_texts, run_prompt, spawn_pi
 
 
 def test_invocation_isolates_pi(runtime: AgentRuntime, workspace: Path, tmp_path: Path) -> None:
@@ -146,3 +146,28 @@ def test_real_pi_reports_a_model_failure(runtime: AgentRuntime) -> Any:
     ]
     assert ends[-1]["stopReason"] == "error"
     assert "the model is down" in ends[-1]["errorMessage"]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_session_file_resumes_the_conversation(runtime: AgentRuntime, tmp_path: Path) -> Any:
+    session = tmp_path / "sessions" / "chat-1.jsonl"
+    yield run_prompt(runtime.invocation("rpc", session_file=session), "first message")
+    process = spawn_pi(runtime.invocation("rpc", session_file=session))
+    try:
+        answered = process.next_event("response")
+        process.send({"id": "m", "type": "get_messages"})
+        response = yield answered
+    finally:
+        yield process.close()
+    texts = [
+        part.get("text")
+        for message in response["data"]["messages"]
+        for part in message.get("content", [])
+        if isinstance(part, dict)
+    ]
+    assert texts == ["first message", "Offline model here. You said: first message"]
+
+
+def test_unknown_mode_is_refused(runtime: AgentRuntime) -> None:
+    with pytest.raises(ValueError, match="rpc"):
+        runtime.invocation("batch")
