@@ -42,6 +42,8 @@ async function send(path, { method = "GET", body, headers = {}, signal } = {}) {
     throw new Unreachable(error);
   }
   if (response.status === 401) throw new AuthRequired();
+  // A reverse proxy in front of pibridge answers these while pibridge is down.
+  if (response.status === 502 || response.status === 504) throw new Unreachable(response.statusText);
   if (!response.ok) throw await problem(response);
   return response;
 }

@@ -314,9 +314,15 @@ async function stopSession() {
 let scrollPending = false;
 let stickToEnd = true;
 
+let lastScrollTop = 0;
+
+// Follow the newest text until the reader scrolls up; scrolling back to the
+// end follows again. Growth alone never un-sticks (it fires no scroll event).
 ui.messages.addEventListener("scroll", () => {
   const { scrollTop, scrollHeight, clientHeight } = ui.messages;
-  stickToEnd = scrollHeight - scrollTop - clientHeight < 40;
+  if (scrollHeight - scrollTop - clientHeight < 40) stickToEnd = true;
+  else if (scrollTop < lastScrollTop) stickToEnd = false;
+  lastScrollTop = scrollTop;
 });
 
 /** Keep the newest text in view, at most once per frame. */
