@@ -23,6 +23,9 @@ combine, and everything else in the message is ignored:
 ``[tool: NAME {JSON}]``
     a call to any tool ``NAME`` with the JSON object as its arguments
     (for ``ls``, ``grep``, ``find`` or extension tools).
+``[parallel]``
+    stream all the tool calls in one assistant message (as models do when
+    they call tools in parallel) instead of one per request.
 ``[slow: MS]``
     wait MS milliseconds between chunks (on the reactor's clock).
 ``[long: N]``
@@ -87,8 +90,10 @@ class Directives:
     long_lines: int = 0
     fail: str | None = None
     fail_mid: str | None = None
+    parallel: bool = False
 
 
+_PARALLEL = re.compile(r"\[parallel\]")
 _DIRECTIVE_START = re.compile(r"\[(bash|read|write|edit|tool|slow|long|fail-mid|fail):[ \t]*")
 _WRITE_BODY = re.compile(r"(?P<path>[^\]]*?)\s*<<(?P<content>.*?)>>\]", re.DOTALL)
 _EDIT_BODY = re.compile(
@@ -173,7 +178,8 @@ def parse_directives(text: str) -> Directives:
             fail = body.strip()
         else:
             fail_mid = body.strip()
-    return Directives(tuple(tool_calls), slow_ms, long_lines, fail, fail_mid)
+    parallel = _PARALLEL.search(text) is not None
+    return Directives(tuple(tool_calls), slow_ms, long_lines, fail, fail_mid, parallel)
 
 
 def _non_negative_int(body: str, default: int) -> int:
@@ -233,6 +239,24 @@ def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict
     }
 
 
+def _tool_call_chunks(
+    model: str, index: int, number: int, plan: ToolCallPlan
+) -> list[dict[str, Any]]:
+    """One streamed tool call: id and name first, then the arguments in pieces."""
+    opening = {
+        "index": index,
+        "id": f"call_{number}",
+        "type": "function",
+        "function": {"name": plan.name, "arguments": ""},
+    }
+    chunks = [_chunk(model, {"tool_calls": [opening]})]
+    chunks.extend(
+        _chunk(model, {"tool_calls": [{"index": index, "function": {"arguments": piece}}]})
+        for piece in _pieces(json.dumps(plan.arguments), 16)
+    )
+    return chunks
+
+
 def plan_reply(body: dict[str, Any]) -> ErrorReply | StreamReply:
     """Decide the whole answer to one chat completion request (pure)."""
     messages = body.get("messages")
@@ -262,27 +286,12 @@ def plan_reply(body: dict[str, Any]) -> ErrorReply | StreamReply:
     }
     chunks: list[dict[str, Any]] = [_chunk(model, {"role": "assistant", "content": ""})]
     if len(tool_results) < len(directives.tool_calls):
-        plan = directives.tool_calls[len(tool_results)]
-        call_id = f"call_{len(tool_results) + 1}"
-        chunks.append(
-            _chunk(
-                model,
-                {
-                    "tool_calls": [
-                        {
-                            "index": 0,
-                            "id": call_id,
-                            "type": "function",
-                            "function": {"name": plan.name, "arguments": ""},
-                        }
-                    ]
-                },
+        first = len(tool_results)
+        last = len(directives.tool_calls) if directives.parallel else first + 1
+        for index in range(first, last):
+            chunks.extend(
+                _tool_call_chunks(model, index - first, index + 1, directives.tool_calls[index])
             )
-        )
-        chunks.extend(
-            _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-            for piece in _pieces(json.dumps(plan.arguments), 16)
-        )
         finish = "tool_calls"
     else:
         if tool_results:

@@ -7,6 +7,8 @@
 // followed; the call is blocked, with a reason the model sees, when the result
 // leaves the workspace or enters a directory pibridge hides (its state dir and
 // the secrets dir). bash is not checked here: it runs inside the sandbox.
+// Known limit: a symlink planted by an earlier bash step is followed at check
+// time, so it is caught; only a change between check and use is not.
 
 import { realpathSync } from "node:fs";
 import * as os from "node:os";
@@ -61,6 +63,23 @@ function hiddenRoots() {
 	}
 }
 
+// In pi's default parallel mode every call of an assistant message is checked
+// before any of them runs, so a bash call beside a file tool could plant a
+// symlink between the check and the use. Such file calls are refused; the
+// model can make them again in the next step, after bash has run.
+function bashInSameStep(ctx, toolCallId) {
+	try {
+		const entry = ctx.sessionManager.getLeafEntry();
+		const message = entry && entry.type === "message" ? entry.message : undefined;
+		if (!message || message.role !== "assistant" || !Array.isArray(message.content)) return false;
+		return message.content.some(
+			(part) => part.type === "toolCall" && part.name === "bash" && part.id !== toolCallId,
+		);
+	} catch {
+		return false;
+	}
+}
+
 export default function workspaceGuard(pi) {
 	pi.on("tool_call", (event, ctx) => {
 		if (event.toolName === "bash") return undefined;
@@ -68,6 +87,14 @@ export default function workspaceGuard(pi) {
 		const cwd = (ctx && ctx.cwd) || process.cwd();
 		const workspace = physical(path.resolve(process.env.PIBRIDGE_WORKSPACE || cwd));
 		const hidden = hiddenRoots();
+		if (bashInSameStep(ctx, event.toolCallId)) {
+			return {
+				block: true,
+				reason:
+					`pibridge workspace guard: ${event.toolName} cannot run in the same step as bash ` +
+					"(bash could change what its path points to). Call it again on its own.",
+			};
+		}
 		const raw = typeof input.path === "string" && input.path !== "" ? input.path : ".";
 		const resolved = path.resolve(cwd, expand(raw));
 		for (const spelling of spellings(resolved)) {

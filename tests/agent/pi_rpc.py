@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 
 from pibridge.agent.runtime import PiInvocation
 
-PI_TIMEOUT = 45.0
+PI_TIMEOUT = 60.0
 
 
 @attrs.define(eq=False)

@@ -221,3 +221,32 @@ def test_no_sandbox_runs_bash_unconfined_and_says_so(
     reply = assistant_texts(process.events)[-1]
     assert "PIBRIDGE_SANDBOX" not in reply
     assert any("SANDBOX OFF" in line for line in logged)
+
+
+@pytest_twisted.inlineCallbacks
+def test_file_tools_beside_bash_in_one_step_are_refused(
+    keyed_runtime: AgentRuntime, workspace: Path
+) -> Any:
+    (workspace / "a.txt").write_text("alpha\n")
+    message = "[parallel] [bash: ln -s /etc/passwd link; echo linked] [read: link] [read: a.txt]"
+    process = yield run_prompt(keyed_runtime.invocation("rpc"), message)
+    results = {result["toolCallId"]: result for result in tool_results(process.events)}
+    assert results["call_1"]["isError"] is False
+    for refused in ("call_2", "call_3"):
+        assert results[refused]["isError"] is True
+        assert "same step as bash" in results[refused]["content"][0]["text"]
+    assert "root:" not in assistant_texts(process.events)[-1]
+
+
+@pytest_twisted.inlineCallbacks
+def test_parallel_file_tools_inside_the_workspace_run(
+    keyed_runtime: AgentRuntime, workspace: Path
+) -> Any:
+    (workspace / "a.txt").write_text("alpha\n")
+    (workspace / "b.txt").write_text("beta\n")
+    process = yield run_prompt(
+        keyed_runtime.invocation("rpc"), "[parallel] [read: a.txt] [read: b.txt]"
+    )
+    reply = assistant_texts(process.events)[-1]
+    assert "Tool read returned:\nalpha" in reply
+    assert "Tool read returned:\nbeta" in reply

@@ -223,3 +223,14 @@ def test_served_over_loopback_with_auth(offline_model: OfflineModelService) -> A
     )
     assert failed.code == 500
     assert (yield failed.json())["error"]["message"] == "out of cheese"
+
+
+def test_parallel_streams_every_tool_call_in_one_message() -> None:
+    chunks = chunks_of(plan_reply({"messages": [user("[parallel] [read: a] [read: b]")]}))
+    openings = [
+        call
+        for chunk in chunks
+        for call in chunk["choices"][0]["delta"].get("tool_calls", [])
+        if "id" in call
+    ]
+    assert [(call["index"], call["id"]) for call in openings] == [(0, "call_1"), (1, "call_2")]
