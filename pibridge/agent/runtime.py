@@ -118,7 +118,10 @@ def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
     os.replace(temporary, path)
 
 
-def _command_tuple(command: Iterable[str]) -> tuple[str, ...]:
+def _command_tuple(command: str | Iterable[str]) -> tuple[str, ...]:
+    """A command given as one program path or as an argv prefix."""
+    if isinstance(command, str):
+        return (command,)
     return tuple(command)
 
 
@@ -307,7 +310,7 @@ class AgentRuntime:
         selection = self._select(credentials)
         if not selection.status.ready:
             raise AgentNotReady(selection.status.problem or "pi is not ready")
-        self._prepare(credentials)
+        overlay = self._prepare(credentials)
         argv: list[str] = [*self.pi_command]
         if mode == "rpc":
             argv += ["--mode", "rpc"]
@@ -327,12 +330,13 @@ class AgentRuntime:
             "HOME": str(self.home_dir),
             "LANG": "C.UTF-8",
             "PI_CODING_AGENT_DIR": str(self.agent_dir),
-            "PI_PACKAGE_DIR": str(self.package_overlay_dir),
             "PI_OFFLINE": "1",
             "PI_SKIP_VERSION_CHECK": "1",
             "PIBRIDGE_WORKSPACE": str(self.workspace),
             "PIBRIDGE_HIDDEN_PATHS": json.dumps(self._hidden_paths()),
         }
+        if overlay:
+            env["PI_PACKAGE_DIR"] = str(self.package_overlay_dir)
         if mode == "tui":
             env["TERM"] = term or "xterm-256color"
             env["COLORTERM"] = "truecolor"
@@ -344,16 +348,18 @@ class AgentRuntime:
             hidden.append(str(self.secrets_dir.resolve()))
         return hidden
 
-    def _prepare(self, credentials: Credentials) -> None:
+    def _prepare(self, credentials: Credentials) -> bool:
+        """Write pi's agent dir; says whether the package overlay is in place."""
         for directory in (self.state_dir, self.agent_dir, self.home_dir, self.sessions_dir):
             directory.mkdir(parents=True, exist_ok=True)
         self.agent_dir.chmod(0o700)
         self.workspace.mkdir(parents=True, exist_ok=True)
-        self._write_package_overlay()
+        overlay = self._write_package_overlay()
         _write_private(self.agent_dir / "models.json", json.dumps(self._models(), indent=2))
         auth = {key.provider: {"type": "api_key", "key": key.value} for key in credentials.keys}
         _write_private(self.agent_dir / "auth.json", json.dumps(auth, indent=2))
         _write_private(self.agent_dir / "settings.json", json.dumps(self._settings(), indent=2))
+        return overlay
 
     def _models(self) -> dict[str, Any]:
         endpoint = self.offline_model
@@ -419,9 +425,23 @@ class AgentRuntime:
                 )
         return settings
 
-    def _write_package_overlay(self) -> None:
-        """Mirror pi's package with a project config dir name a workspace cannot use."""
+    def _write_package_overlay(self) -> bool:
+        """Mirror pi's package with a project config dir name a workspace cannot use.
+
+        Without it a workspace's ``.pi/settings.json`` could replace the
+        sandboxed ``shellPath``, so a sandboxed runtime refuses to go on when
+        the command is not a recognisable pi install.
+        """
         package_dir = _pi_package_dir(self.pi_command)
+        if package_dir is None:
+            problem = (
+                f"cannot find pi's package from the command {list(self.pi_command)!r}, so a "
+                "workspace's .pi/settings.json could not be kept from changing how pi runs"
+            )
+            if self.sandbox:
+                raise AgentNotReady(problem + "; give the path of pi's own executable")
+            _log.warn("{problem}", problem=problem)
+            return False
         overlay = self.package_overlay_dir
         overlay.mkdir(parents=True, exist_ok=True)
         manifest = json.loads((package_dir / "package.json").read_text(encoding="utf-8"))
@@ -442,9 +462,10 @@ class AgentRuntime:
             if link.is_symlink() or link.exists():
                 link.unlink()
             link.symlink_to(entry)
+        return True
 
 
-def _pi_package_dir(pi_command: Sequence[str]) -> Path:
+def _pi_package_dir(pi_command: Sequence[str]) -> Path | None:
     """The installed pi package directory, found from the command that runs pi."""
     for part in reversed(pi_command):
         found = shutil.which(part) or (part if os.path.exists(part) else None)
@@ -458,7 +479,7 @@ def _pi_package_dir(pi_command: Sequence[str]) -> Path:
                 if name == "@mariozechner/pi-coding-agent":
                     return directory
             directory = directory.parent
-    raise AgentNotReady(f"cannot find pi's package from the command {list(pi_command)!r}")
+    return None
 
 
 __all__ = [

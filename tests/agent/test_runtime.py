@@ -171,3 +171,22 @@ def test_a_session_file_resumes_the_conversation(runtime: AgentRuntime, tmp_path
 def test_unknown_mode_is_refused(runtime: AgentRuntime) -> None:
     with pytest.raises(ValueError, match="rpc"):
         runtime.invocation("batch")
+
+
+def test_pi_command_may_be_one_path(tmp_path: Path, workspace: Path) -> None:
+    runtime = AgentRuntime(PI_COMMAND[0], workspace, tmp_path / "state", environ={"X": "1"})
+    assert runtime.pi_command == PI_COMMAND
+
+
+def test_a_command_that_is_not_pi_is_refused_while_sandboxed(
+    tmp_path: Path, workspace: Path, offline_model: OfflineModelService
+) -> None:
+    runtime = AgentRuntime("/bin/cat", workspace, tmp_path / "state", offline_model=offline_model)
+    with pytest.raises(AgentNotReady, match="cannot find pi's package"):
+        runtime.invocation("tui")
+    unsandboxed = AgentRuntime(
+        "/bin/cat", workspace, tmp_path / "state", sandbox=False, offline_model=offline_model
+    )
+    invocation = unsandboxed.invocation("tui")
+    assert invocation.argv[0] == "/bin/cat"
+    assert "PI_PACKAGE_DIR" not in invocation.env
