@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import attrs
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IProtocol, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IProtocol, IReactorTime
 from twisted.internet.protocol import Protocol as TwistedProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -38,12 +38,16 @@ from pibridge.moq.draft14.messages import (
     AuthorizationToken,
     ClientSetup,
     ControlMessage,
+    Fetch,
+    FetchError,
     GoAway,
     KeyValuePair,
     MaxRequestId,
     Namespace,
     Parameters,
+    Publish,
     PublishDone,
+    PublishError,
     PublishNamespace,
     PublishNamespaceCancel,
     PublishNamespaceDone,
@@ -58,8 +62,12 @@ from pibridge.moq.draft14.messages import (
     SubscribeNamespaceError,
     SubscribeNamespaceOk,
     SubscribeOk,
+    SubscribeUpdate,
+    TrackStatus,
+    TrackStatusError,
     Unsubscribe,
     UnsubscribeNamespace,
+    UnsupportedRequest,
     VersionParameter,
 )
 from pibridge.moq.errors import (
@@ -268,6 +276,7 @@ class MoqSession:
     authorization: bytes | None = None
     max_requests: int = DEFAULT_MAX_REQUESTS
     on_namespace: NamespaceCallback | None = None
+    setup_timeout: float | None = 10.0
     implementation: str = attrs.field(factory=_implementation)
     state: SessionState = SessionState.AWAITING_SETUP
     version: int | None = None
@@ -304,6 +313,7 @@ class MoqSession:
     _closed: list[Deferred[SessionClosed]] = attrs.field(factory=list)
     _close_failure: Failure | None = None
     _seen_bidi: bool = False
+    _setup_timer: IDelayedCall | None = None
 
     def __attrs_post_init__(self) -> None:
         self._ids = RequestIds(self.is_client, self.max_requests)
@@ -374,6 +384,8 @@ class MoqSession:
     def connectionMade(self, connection: _Connection) -> None:
         self._connection = connection
         self._connection_open = True
+        if self.setup_timeout is not None:
+            self._setup_timer = self.clock.callLater(self.setup_timeout, self._setupTimedOut)
         if self.is_client:
             protocol = _ControlStream(self)
             self._control_protocol = protocol
@@ -402,6 +414,7 @@ class MoqSession:
         self._teardown(reason)
 
     def _teardown(self, reason: Failure) -> None:
+        self._cancelSetupTimer()
         self._close_failure = reason
         closed = self._closedError()
         for orphan in self._orphans:
@@ -518,7 +531,19 @@ class MoqSession:
         token = encode_token(AuthorizationToken.use_value(authorization))
         return (KeyValuePair(VersionParameter.AUTHORIZATION_TOKEN, token),)
 
+    def _setupTimedOut(self) -> None:
+        self._setup_timer = None
+        self._violation(
+            ProtocolViolation("no SETUP in time", SessionErrorCode.CONTROL_MESSAGE_TIMEOUT)
+        )
+
+    def _cancelSetupTimer(self) -> None:
+        if self._setup_timer is not None and self._setup_timer.active():
+            self._setup_timer.cancel()
+        self._setup_timer = None
+
     def _established(self) -> None:
+        self._cancelSetupTimer()
         self._fire(SessionEvent.SETUP_COMPLETED)
         ready, self._ready = self._ready, []
         for d in ready:
@@ -648,6 +673,20 @@ class MoqSession:
     def _openDataStream(self, protocol: IProtocol) -> Any:
         assert self._connection is not None
         return self._connection.openStream(protocol, unidirectional=True)
+
+    def _onUnsupportedRequest(self, message: UnsupportedRequest) -> None:
+        """Requests outside our subset: the id is counted, the request refused."""
+        self._ids.acceptTheirs(message.request_id)
+        refusal: ControlMessage | None = None
+        if isinstance(message, Fetch):
+            refusal = FetchError(message.request_id, _NOT_SUPPORTED, "no history to fetch")
+        elif isinstance(message, Publish):
+            refusal = PublishError(message.request_id, _NOT_SUPPORTED, "PUBLISH not supported")
+        elif isinstance(message, TrackStatus):
+            refusal = TrackStatusError(message.request_id, _NOT_SUPPORTED, "not supported")
+        if refusal is not None:
+            self._send(refusal)
+        self._finishTheirs()
 
     # Responses to our SUBSCRIBE.
     def _takeResponse(self, request_id: int, kind: type[Any]) -> _OutgoingRequest:
@@ -961,7 +1000,13 @@ def _namespace(value: Namespace | tuple[str, ...]) -> Namespace:
     return tuple(v.encode() if isinstance(v, str) else bytes(v) for v in value)
 
 
+_NOT_SUPPORTED = 0x3  # the same code in FETCH_ERROR, PUBLISH_ERROR and SUBSCRIBE_ERROR
+
 _HANDLERS: dict[type[Any], Callable[[MoqSession, Any], None]] = {
+    SubscribeUpdate: MoqSession._onUnsupportedRequest,
+    TrackStatus: MoqSession._onUnsupportedRequest,
+    Fetch: MoqSession._onUnsupportedRequest,
+    Publish: MoqSession._onUnsupportedRequest,
     GoAway: MoqSession._onGoAway,
     MaxRequestId: MoqSession._onMaxRequestId,
     RequestsBlocked: MoqSession._onRequestsBlocked,

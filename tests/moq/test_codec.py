@@ -31,16 +31,20 @@ from pibridge.moq.draft14.messages import (
     AuthorizationToken,
     ClientSetup,
     ControlMessage,
+    Fetch,
     FilterType,
     KeyValuePair,
     Location,
     ObjectStatus,
+    Publish,
     PublishNamespace,
     SetupParameter,
     SubgroupHeader,
     SubgroupIdMode,
     SubgroupObject,
     Subscribe,
+    SubscribeUpdate,
+    TrackStatus,
 )
 from pibridge.moq.errors import ProtocolViolation, SessionErrorCode
 from pibridge.moq.wire import Reader, encode_varint
@@ -207,10 +211,14 @@ def test_subgroup_stream_round_trip(
 @given(control_messages)
 @settings(suppress_health_check=[HealthCheck.too_slow], max_examples=60)
 def test_truncated_control_message_fails_cleanly_at_every_offset(message: ControlMessage) -> None:
+    # Requests outside the subset keep their body opaque, so only their framing can be short.
+    opaque = isinstance(message, SubscribeUpdate | TrackStatus | Fetch | Publish)
     encoded = encode_message(message)
     for end in range(len(encoded)):
         with pytest.raises(ProtocolViolation):
             decode_message(encoded[:end])
+    if opaque:
+        return
     payload = encode_payload(message)
     for end in range(len(payload)):
         with pytest.raises(ProtocolViolation):

@@ -18,6 +18,8 @@ from pibridge.moq.draft14.messages import (
     AuthorizationToken,
     ClientSetup,
     ControlMessage,
+    Fetch,
+    FetchError,
     FilterType,
     GoAway,
     GroupOrder,
@@ -26,7 +28,9 @@ from pibridge.moq.draft14.messages import (
     MaxRequestId,
     Namespace,
     Parameters,
+    Publish,
     PublishDone,
+    PublishError,
     PublishNamespace,
     PublishNamespaceCancel,
     PublishNamespaceDone,
@@ -40,10 +44,14 @@ from pibridge.moq.draft14.messages import (
     SubscribeNamespaceError,
     SubscribeNamespaceOk,
     SubscribeOk,
+    SubscribeUpdate,
+    TrackStatus,
+    TrackStatusError,
     Unsubscribe,
     UnsubscribeNamespace,
     check_full_track_name,
     check_namespace,
+    check_namespace_prefix,
 )
 from pibridge.moq.errors import ProtocolViolation, SessionErrorCode, Truncated
 from pibridge.moq.wire import Reader, encode_varint
@@ -69,6 +77,19 @@ def decode_namespace(reader: Reader) -> Namespace:
         reader.length_prefixed(MAX_FULL_TRACK_NAME_LENGTH, "namespace field") for _ in range(count)
     )
     problem = check_namespace(fields)
+    if problem is not None:
+        raise ProtocolViolation(problem)
+    return fields
+
+
+def decode_namespace_prefix(reader: Reader) -> Namespace:
+    count = reader.varint()
+    if count > MAX_NAMESPACE_FIELDS:
+        raise ProtocolViolation(f"namespace prefix has {count} fields, at most 32")
+    fields = tuple(
+        reader.length_prefixed(MAX_FULL_TRACK_NAME_LENGTH, "namespace field") for _ in range(count)
+    )
+    problem = check_namespace_prefix(fields)
     if problem is not None:
         raise ProtocolViolation(problem)
     return fields
@@ -287,9 +308,7 @@ def _enc_request_error(
     return encode_varint(m.request_id) + encode_varint(m.error_code) + encode_reason(m.reason)
 
 
-def _dec_request_error(
-    cls: type[SubscribeError] | type[PublishNamespaceError] | type[SubscribeNamespaceError],
-) -> Callable[[Reader], Any]:
+def _dec_request_error(cls: type[Any]) -> Callable[[Reader], Any]:
     def decode(r: Reader) -> Any:
         return cls(r.varint(), r.varint(), decode_reason(r))
 
@@ -344,10 +363,30 @@ def _enc_subscribe_namespace(m: SubscribeNamespace) -> bytes:
 
 
 def _dec_subscribe_namespace(r: Reader) -> SubscribeNamespace:
-    return SubscribeNamespace(r.varint(), decode_namespace(r), decode_parameters(r))
+    return SubscribeNamespace(r.varint(), decode_namespace_prefix(r), decode_parameters(r))
+
+
+def _enc_opaque(m: SubscribeUpdate | TrackStatus | Fetch | Publish) -> bytes:
+    return encode_varint(m.request_id) + m.body
+
+
+def _dec_opaque(
+    cls: type[SubscribeUpdate] | type[TrackStatus] | type[Fetch] | type[Publish],
+) -> Callable[[Reader], Any]:
+    def decode(r: Reader) -> Any:
+        return cls(r.varint(), r.take(r.remaining))
+
+    return decode
 
 
 _ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {
+    SubscribeUpdate: _enc_opaque,
+    TrackStatus: _enc_opaque,
+    Fetch: _enc_opaque,
+    Publish: _enc_opaque,
+    TrackStatusError: _enc_request_error,
+    FetchError: _enc_request_error,
+    PublishError: _enc_request_error,
     ClientSetup: _enc_client_setup,
     ServerSetup: _enc_server_setup,
     GoAway: _enc_goaway,
@@ -370,6 +409,13 @@ _ENCODERS: dict[type[Any], Callable[[Any], bytes]] = {
 }
 
 _DECODERS: dict[int, Callable[[Reader], ControlMessage]] = {
+    SubscribeUpdate.MESSAGE_TYPE: _dec_opaque(SubscribeUpdate),
+    TrackStatus.MESSAGE_TYPE: _dec_opaque(TrackStatus),
+    Fetch.MESSAGE_TYPE: _dec_opaque(Fetch),
+    Publish.MESSAGE_TYPE: _dec_opaque(Publish),
+    TrackStatusError.MESSAGE_TYPE: _dec_request_error(TrackStatusError),
+    FetchError.MESSAGE_TYPE: _dec_request_error(FetchError),
+    PublishError.MESSAGE_TYPE: _dec_request_error(PublishError),
     ClientSetup.MESSAGE_TYPE: _dec_client_setup,
     ServerSetup.MESSAGE_TYPE: _dec_server_setup,
     GoAway.MESSAGE_TYPE: _dec_goaway,
@@ -388,7 +434,7 @@ _DECODERS: dict[int, Callable[[Reader], ControlMessage]] = {
     SubscribeNamespace.MESSAGE_TYPE: _dec_subscribe_namespace,
     SubscribeNamespaceOk.MESSAGE_TYPE: lambda r: SubscribeNamespaceOk(r.varint()),
     SubscribeNamespaceError.MESSAGE_TYPE: _dec_request_error(SubscribeNamespaceError),
-    UnsubscribeNamespace.MESSAGE_TYPE: lambda r: UnsubscribeNamespace(decode_namespace(r)),
+    UnsubscribeNamespace.MESSAGE_TYPE: lambda r: UnsubscribeNamespace(decode_namespace_prefix(r)),
 }
 
 

@@ -99,6 +99,20 @@ def check_namespace(namespace: Namespace) -> str | None:
     return None
 
 
+def check_namespace_prefix(prefix: Namespace) -> str | None:
+    """Why ``prefix`` is not a usable namespace prefix, or ``None``.
+
+    The draft asks for 1..32 fields here too, but deployed relays (moq-rs)
+    send an empty prefix to mean "every namespace"; refusing it would end the
+    session with them, so 0 fields are accepted for prefixes only.
+    """
+    if len(prefix) > MAX_NAMESPACE_FIELDS:
+        return f"namespace prefix has {len(prefix)} fields, at most {MAX_NAMESPACE_FIELDS}"
+    if sum(len(field) for field in prefix) > MAX_FULL_TRACK_NAME_LENGTH:
+        return f"namespace prefix longer than {MAX_FULL_TRACK_NAME_LENGTH} bytes"
+    return None
+
+
 def check_full_track_name(namespace: Namespace, name: bytes) -> str | None:
     """Why (namespace, name) is not a valid Full Track Name, or ``None``."""
     problem = check_namespace(namespace)
@@ -111,6 +125,12 @@ def check_full_track_name(namespace: Namespace, name: bytes) -> str | None:
 
 def _namespace(_instance: Any, _attribute: attrs.Attribute[Any], value: Namespace) -> None:
     problem = check_namespace(value)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+def _namespace_prefix(_instance: Any, _attribute: attrs.Attribute[Any], value: Namespace) -> None:
+    problem = check_namespace_prefix(value)
     if problem is not None:
         raise ValueError(problem)
 
@@ -342,7 +362,7 @@ class PublishNamespaceCancel:
 class SubscribeNamespace:
     MESSAGE_TYPE: ClassVar[int] = 0x11
     request_id: int = attrs.field(validator=_varint)
-    namespace_prefix: Namespace = attrs.field(converter=_to_namespace, validator=_namespace)
+    namespace_prefix: Namespace = attrs.field(converter=_to_namespace, validator=_namespace_prefix)
     parameters: Parameters = attrs.field(default=(), converter=_to_parameters)
 
 
@@ -363,8 +383,71 @@ class SubscribeNamespaceError:
 @attrs.frozen
 class UnsubscribeNamespace:
     MESSAGE_TYPE: ClassVar[int] = 0x14
-    namespace_prefix: Namespace = attrs.field(converter=_to_namespace, validator=_namespace)
+    namespace_prefix: Namespace = attrs.field(converter=_to_namespace, validator=_namespace_prefix)
 
+
+@attrs.frozen
+class SubscribeUpdate:
+    """SUBSCRIBE_UPDATE; we keep its Request ID and carry the rest opaque."""
+
+    MESSAGE_TYPE: ClassVar[int] = 0x02
+    request_id: int = attrs.field(validator=_varint)
+    body: bytes = b""
+
+
+@attrs.frozen
+class TrackStatus:
+    """TRACK_STATUS (laid out as SUBSCRIBE); answered with TRACK_STATUS_ERROR."""
+
+    MESSAGE_TYPE: ClassVar[int] = 0x0D
+    request_id: int = attrs.field(validator=_varint)
+    body: bytes = b""
+
+
+@attrs.frozen
+class Fetch:
+    """FETCH; pibridge keeps no history to fetch from, so it answers FETCH_ERROR."""
+
+    MESSAGE_TYPE: ClassVar[int] = 0x16
+    request_id: int = attrs.field(validator=_varint)
+    body: bytes = b""
+
+
+@attrs.frozen
+class Publish:
+    """PUBLISH (a publisher-initiated subscription); answered with PUBLISH_ERROR."""
+
+    MESSAGE_TYPE: ClassVar[int] = 0x1D
+    request_id: int = attrs.field(validator=_varint)
+    body: bytes = b""
+
+
+@attrs.frozen
+class TrackStatusError:
+    MESSAGE_TYPE: ClassVar[int] = 0x0F
+    request_id: int = attrs.field(validator=_varint)
+    error_code: int = attrs.field(validator=_varint)
+    reason: str = attrs.field(default="", validator=_reason)
+
+
+@attrs.frozen
+class FetchError:
+    MESSAGE_TYPE: ClassVar[int] = 0x19
+    request_id: int = attrs.field(validator=_varint)
+    error_code: int = attrs.field(validator=_varint)
+    reason: str = attrs.field(default="", validator=_reason)
+
+
+@attrs.frozen
+class PublishError:
+    MESSAGE_TYPE: ClassVar[int] = 0x1F
+    request_id: int = attrs.field(validator=_varint)
+    error_code: int = attrs.field(validator=_varint)
+    reason: str = attrs.field(default="", validator=_reason)
+
+
+#: Requests outside pibridge's subset that still take a Request ID and get refused.
+UnsupportedRequest = SubscribeUpdate | TrackStatus | Fetch | Publish
 
 ControlMessage = (
     ClientSetup
@@ -386,6 +469,13 @@ ControlMessage = (
     | SubscribeNamespaceOk
     | SubscribeNamespaceError
     | UnsubscribeNamespace
+    | SubscribeUpdate
+    | TrackStatus
+    | Fetch
+    | Publish
+    | TrackStatusError
+    | FetchError
+    | PublishError
 )
 
 #: Messages that open a new request and so take a fresh Request ID.
