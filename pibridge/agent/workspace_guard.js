@@ -86,7 +86,9 @@ export default function workspaceGuard(pi) {
 		const input = event.input || {};
 		const cwd = (ctx && ctx.cwd) || process.cwd();
 		const workspace = physical(path.resolve(process.env.PIBRIDGE_WORKSPACE || cwd));
-		const hidden = hiddenRoots();
+		// A hidden dir that holds the workspace (a workspace kept under the state
+		// dir) hides only what lies outside the workspace, which is refused anyway.
+		const hidden = hiddenRoots().filter((root) => !inside(workspace, root));
 		if (bashInSameStep(ctx, event.toolCallId)) {
 			return {
 				block: true,

@@ -250,3 +250,31 @@ def test_parallel_file_tools_inside_the_workspace_run(
     reply = assistant_texts(process.events)[-1]
     assert "Tool read returned:\nalpha" in reply
     assert "Tool read returned:\nbeta" in reply
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_workspace_kept_inside_the_state_dir_still_works(
+    tmp_path: Path, offline_model: OfflineModelService
+) -> Any:
+    state = tmp_path / "state"
+    workspace = state / "workspaces" / "one"
+    workspace.mkdir(parents=True)
+    (workspace / "a.txt").write_text("alpha\n")
+    runtime = AgentRuntime(
+        pi_command=PI_COMMAND,
+        workspace=workspace,
+        state_dir=state,
+        environ={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        offline_model=offline_model,
+    )
+    message = (
+        f"[read: a.txt] [bash: cat a.txt; ls {state}/pi-agent; true] "
+        f"[read: {state}/pi-agent/auth.json]"
+    )
+    process = yield run_prompt(runtime.invocation("rpc"), message)
+    results = tool_results(process.events)
+    assert [result["isError"] for result in results] == [False, False, True]
+    reply = assistant_texts(process.events)[-1]
+    assert reply.count("alpha") == 2
+    assert "No such file or directory" in reply, "bash cannot see the state dir"
+    assert "outside the workspace" in reply
