@@ -84,6 +84,8 @@ class StdioTerminal:
     _stdio: Any = attrs.field(init=False, default=None)
     _on_input: Callable[[bytes], None] | None = attrs.field(init=False, default=None)
     _on_input_closed: Callable[[], None] | None = attrs.field(init=False, default=None)
+    _output_producer: IPushProducer | None = attrs.field(init=False, default=None)
+    _early_output: list[bytes] = attrs.field(init=False, factory=list)
 
     def start(self, on_input: Callable[[bytes], None], on_input_closed: Callable[[], None]) -> None:
         self._on_input = on_input
@@ -91,6 +93,11 @@ class StdioTerminal:
         self._stdio = StandardIO(
             _StdioForwarder(self), stdin=self.input_fd, stdout=self.output_fd, reactor=self.reactor
         )
+        if self._output_producer is not None:
+            self._stdio.registerProducer(self._output_producer, True)
+        early, self._early_output = self._early_output, []
+        for data in early:
+            self._stdio.write(data)
 
     def _input(self, data: bytes) -> None:
         if self._on_input is not None:
@@ -102,22 +109,31 @@ class StdioTerminal:
             callback()
 
     def write_output(self, data: bytes) -> None:
-        self._stdio.write(data)
+        if self._stdio is None:
+            self._early_output.append(data)
+        else:
+            self._stdio.write(data)
 
     def size(self) -> tuple[int, int]:
         return terminal_size(self.output_fd)
 
     def pause_input(self) -> None:
-        self._stdio.pauseProducing()
+        if self._stdio is not None:
+            self._stdio.pauseProducing()
 
     def resume_input(self) -> None:
-        self._stdio.resumeProducing()
+        if self._stdio is not None:
+            self._stdio.resumeProducing()
 
     def register_output_producer(self, producer: IPushProducer) -> None:
-        self._stdio.registerProducer(producer, True)
+        self._output_producer = producer
+        if self._stdio is not None:
+            self._stdio.registerProducer(producer, True)
 
     def unregister_output_producer(self) -> None:
-        self._stdio.unregisterProducer()
+        self._output_producer = None
+        if self._stdio is not None:
+            self._stdio.unregisterProducer()
 
     def stop(self) -> None:
         if self._stdio is not None:
