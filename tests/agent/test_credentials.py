@@ -128,3 +128,14 @@ def test_redacting_observer_hides_secrets_in_messages_and_tracebacks(tmp_path: P
     assert all(FAKE_KEY not in line for line in written)
     assert "pi said: 401 invalid x-api-key [redacted]" in written[0]
     assert "ValueError: bad key [redacted]" in written[1]
+
+
+def test_missing_bubblewrap_is_reported_unless_sandbox_is_off(
+    tmp_path: Path, offline_model: OfflineModelService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("pibridge.agent.runtime.find_bwrap", lambda: None)
+    status = make_runtime(tmp_path, offline_model=offline_model).status()
+    assert not status.ready
+    assert status.problem is not None
+    assert "bubblewrap" in status.problem and "--no-sandbox" in status.problem
+    assert make_runtime(tmp_path, offline_model=offline_model, sandbox=False).status().ready

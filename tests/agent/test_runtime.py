@@ -190,3 +190,22 @@ def test_a_command_that_is_not_pi_is_refused_while_sandboxed(
     invocation = unsandboxed.invocation("tui")
     assert invocation.argv[0] == "/bin/cat"
     assert "PI_PACKAGE_DIR" not in invocation.env
+
+
+@pytest_twisted.inlineCallbacks
+def test_real_pi_reports_a_stream_broken_midway(runtime: AgentRuntime) -> Any:
+    process = yield run_prompt(runtime.invocation("rpc"), "[fail-mid: connection lost] [long: 6]")
+    ends = [
+        e["message"]
+        for e in process.events
+        if e.get("type") == "message_end" and e["message"]["role"] == "assistant"
+    ]
+    assert ends[-1]["stopReason"] == "error"
+    assert "connection lost" in ends[-1]["errorMessage"]
+    deltas = [
+        e
+        for e in process.events
+        if e.get("type") == "message_update"
+        and e["assistantMessageEvent"].get("type") == "text_delta"
+    ]
+    assert deltas, "part of the reply streamed before the break"
