@@ -17,6 +17,14 @@ import pytest_twisted
 
 from pibridge.quic import QuicListeningPort, TlsIdentity, listenQuic, load_or_create_identity
 from tests.faults.impair import ImpairmentRelay
+from tests.faults.netns import (
+    Namespace,
+    NamespacePair,
+    NamespaceProcess,
+    NamespacesUnavailable,
+    namespace_pair,
+    spawn_in,
+)
 from tests.faults.quic_peer import EchoServerFactory, fault_settings
 
 HERE = Path(__file__).parent
@@ -91,3 +99,31 @@ def make_relay(reactor: Any) -> Iterator[MakeRelay]:
     yield make
     for relay in relays:
         pytest_twisted.blockon(relay.stop())
+
+
+@pytest.fixture
+def namespaces() -> Iterator[NamespacePair]:
+    """Two fresh network namespaces joined by a veth pair (removed after the test)."""
+    try:
+        with namespace_pair() as pair:
+            yield pair
+    except NamespacesUnavailable as reason:
+        pytest.skip(str(reason))
+
+
+SpawnIn = Callable[..., NamespaceProcess]
+
+
+@pytest.fixture
+def spawn_in_namespace(reactor: Any, namespaces: NamespacePair) -> Iterator[SpawnIn]:
+    """Start programs inside the test's namespaces; each is ended after the test."""
+    processes: list[NamespaceProcess] = []
+
+    def spawn(side: Namespace, argv: list[str], *, python_module: bool = False) -> NamespaceProcess:
+        process = spawn_in(reactor, side, argv, python_module=python_module)
+        processes.append(process)
+        return process
+
+    yield spawn
+    for process in processes:
+        pytest_twisted.blockon(process.stop(reactor).addTimeout(15, reactor))

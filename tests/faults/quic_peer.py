@@ -269,7 +269,17 @@ async def _send(reactor: Any, options: argparse.Namespace) -> None:
         settings=fault_settings(options.idle_timeout),
         timeout=options.timeout,
     )
-    result = await echo_transfer(connection, payload(options.size, options.seed), reactor)
+    print(json.dumps({"connected": True}), flush=True)
+    every = options.progress_every
+    reported = [0]
+
+    def progress(echoed: int) -> None:
+        if every and echoed >= reported[0] + every:
+            reported[0] = echoed - echoed % every
+            print(json.dumps({"progress": echoed}), flush=True)
+
+    data = payload(options.size, options.seed)
+    result = await echo_transfer(connection, data, reactor, progress)
     connection.close()
     print(json.dumps(attrs.asdict(result) | {"intact": result.intact}), flush=True)
 
@@ -291,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--idle-timeout", type=float, default=30.0)
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--progress-every", type=int, default=0, help="report every N bytes")
     options = parser.parse_args(argv)
 
     def run(reactor: Any) -> Deferred[None]:
