@@ -22,6 +22,7 @@ class ToolBlock {
   constructor(name, args) {
     this.root = element("details", "tool");
     this.root.dataset.tool = name;
+    this.root.open = true;
     const summary = element("summary", "tool-summary");
     this.title = element("span", "tool-name", `Tool: ${name}`);
     this.status = element("span", "tool-status", "running…");

@@ -7,8 +7,8 @@ import { readEvents } from "./sse.js";
 const RAIL_KEY = "pibridge.rail";
 const SESSION_KEY = "pibridge.session";
 const TERMINAL = new Set(["done", "error"]);
-const REFRESH_MS = 5000;
-const RETRY_MS = [250, 500, 1000, 2000, 4000];
+const REFRESH_MS = 3000;
+const RETRY_MS = [250, 500, 1000, 2000];
 
 const $ = (id) => document.getElementById(id);
 
@@ -150,11 +150,12 @@ async function loadCapabilities() {
   $("info-service").textContent = service.mode
     ? `${service.mode}${service.url ? ` at ${service.url}` : ""}`
     : "not offered";
-  let label;
-  if (!model) label = "Model: chosen by the server";
-  else if (offline) label = `Offline model: ${model} (no provider is used; replies are canned)`;
-  else label = `Model: ${model}`;
-  if (problem) label += ` (not ready: ${problem})`;
+  let detail;
+  if (!model) detail = "chosen by the server (it did not say which)";
+  else if (offline) detail = `${model}; no provider is used, replies are canned`;
+  else detail = model;
+  if (problem) detail += ` (not ready: ${problem})`;
+  const label = `${offline ? "Offline model" : "Model"}: ${detail}`;
   $("info-model").textContent = label;
   ui.modelLabel.textContent = label;
   ui.modelLabel.classList.toggle("offline", offline);
