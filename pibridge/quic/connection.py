@@ -265,7 +265,16 @@ class QuicConnectionTransport:
             while (event := quic.next_event()) is not None:
                 handler = handlers.get(type(event))
                 if handler is not None:
-                    handler(event)
+                    try:
+                        handler(event)
+                    except Exception:
+                        # An application callback raised: log it like Twisted does for
+                        # TCP, and keep the connection's own state consistent.
+                        _log.failure(
+                            "Error handling {event!r} on {connection!r}",
+                            event=event,
+                            connection=self,
+                        )
         finally:
             self._dispatching = False
 

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 _log = Logger()
 
+# The error code a stream is reset with when its protocol raised.
+APPLICATION_ERROR = 0x1
+
 
 @implementer(ITransport, IConsumer, IPushProducer, IQuicStreamTransport)
 class QuicStreamTransport:
@@ -214,7 +217,15 @@ class QuicStreamTransport:
         self.connection._streamConsumed(self, self._consumed)
         protocol = self.protocol
         assert protocol is not None
-        protocol.dataReceived(data)
+        try:
+            protocol.dataReceived(data)
+        except Exception:
+            _log.failure(
+                "Stream protocol {protocol!r} failed; aborting {stream!r}",
+                protocol=protocol,
+                stream=self,
+            )
+            self.abortConnection(APPLICATION_ERROR)
 
     def _readFinished(self) -> None:
         self._readable = False
