@@ -14,8 +14,9 @@ from typing import Any
 
 import attrs
 from twisted.internet import defer
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IConsumer, IDelayedCall, IPushProducer, IReactorTime
 from twisted.web.iweb import IRequest
+from zope.interface import implementer
 
 from pibridge.chat.eventlog import EventLog, LoggedEvent
 from pibridge.chat.events import TERMINAL_KINDS, Gap, event_data
@@ -47,6 +48,7 @@ def start_event_stream(request: IRequest) -> None:
     request.setHeader(b"x-accel-buffering", b"no")
 
 
+@implementer(IPushProducer)
 @attrs.define(eq=False)
 class LogFollower:
     """Writes a session's events to one SSE response.
@@ -54,6 +56,10 @@ class LogFollower:
     It replays what the log holds after ``after``, then writes new events as
     they come. With ``until_terminal`` it finishes after the first ``done`` or
     ``error``; otherwise it follows until the client leaves or ``close`` is called.
+
+    It is a push producer for the response: when a slow client lets the
+    transport's buffer fill, writing pauses and later resumes from the log, so
+    a slow reader costs at most the log's bound, never an ever-growing buffer.
     """
 
     request: IRequest
@@ -65,6 +71,8 @@ class LogFollower:
     _stop_listening: Any = attrs.field(default=None, init=False)
     _timer: IDelayedCall | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
+    _paused: bool = attrs.field(default=False, init=False)
+    _written: int = attrs.field(default=0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.finished = defer.Deferred(lambda _: self._cleanup())
@@ -74,26 +82,47 @@ class LogFollower:
         self.request.write(format_event(event_id, kind, data))
 
     def start(self, after: int) -> defer.Deferred[None]:
-        replay = self.log.since(after)
-        if replay.gap is not None:
-            self._write_gap(replay.gap)
-        for event in replay.events:
-            self._deliver(event)
-            if self._closed:
-                return self.finished
+        IConsumer(self.request).registerProducer(self, True)
+        self._written = after
+        self._catch_up()
         if not self._closed:
             self._stop_listening = self.log.listen(self._deliver)
             self._arm()
         return self.finished
 
+    def _catch_up(self) -> None:
+        replay = self.log.since(self._written)
+        if replay.gap is not None:
+            self._write_gap(replay.gap)
+        for event in replay.events:
+            self._deliver(event)
+            if self._closed or self._paused:
+                return
+
+    # IPushProducer: the transport says when the client is not keeping up.
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        if not self._paused or self._closed:
+            return
+        self._paused = False
+        self._catch_up()
+
+    def stopProducing(self) -> None:
+        if not self._closed:
+            self._cleanup()
+
     def _write_gap(self, gap: Gap) -> None:
         # The gap carries the id just before the first kept event, so the
         # client's position moves to where the log resumes.
-        self.request.write(format_event(gap.first_available - 1, gap.kind, event_data(gap)))
+        self._written = gap.first_available - 1
+        self.request.write(format_event(self._written, gap.kind, event_data(gap)))
 
     def _deliver(self, event: LoggedEvent) -> None:
-        if self._closed:
+        if self._closed or self._paused or event.id <= self._written:
             return
+        self._written = event.id
         self.request.write(format_event(event.id, event.kind, event.data))
         self._arm()
         if self.until_terminal and event.kind in TERMINAL_KINDS:
@@ -109,6 +138,9 @@ class LogFollower:
         self._timer = None
         if self._closed:
             return
+        if self._paused:
+            self._arm()
+            return
         self.request.write(KEEPALIVE_COMMENT)
         self._arm()
 
@@ -121,6 +153,10 @@ class LogFollower:
 
     def _cleanup(self) -> None:
         self._closed = True
+        request: Any = self.request
+        # After the connection is gone the request has no channel to unregister from.
+        if getattr(request, "channel", None) is not None and request.producer is self:
+            IConsumer(request).unregisterProducer()
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None

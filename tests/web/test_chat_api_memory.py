@@ -10,11 +10,13 @@ import pytest
 from treq.testing import StubTreq
 from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
+from twisted.web.server import Request
+from twisted.web.test.requesthelper import DummyChannel
 
 from pibridge.chat.manager import ChatManager
 from pibridge.chat.process import Terminator
 from pibridge.web.app import HttpApi
-from pibridge.web.sse import format_event
+from pibridge.web.sse import LogFollower, format_event
 from tests.chat.chat_fakes import SECRET, FakeRuntime, FakeSpawner, GroupKills
 
 
@@ -275,25 +277,51 @@ def test_reconnect_replays_from_last_event_id_and_reports_gaps(tmp_path: Path) -
 
 def test_a_cancelled_stream_stops_listening_and_its_timer(harness: Harness) -> None:
     """Klein cancels the route's Deferred when the client goes away."""
-    from twisted.web.test.requesthelper import DummyRequest
-
-    from pibridge.web.sse import LogFollower
-
     session = harness.create()
     chat = harness.manager.get(session["id"])
     first = chat.begin_turn("hi")
-    request = DummyRequest([b""])
+    request, transport = sse_request()
     follower = LogFollower(request, chat.log, harness.clock, keepalive=5.0)
     finished = follower.start(after=first - 1)
     assert chat.log.listener_count == 1
     finished.addErrback(lambda failure: None)
     finished.cancel()
     assert chat.log.listener_count == 0
-    written = len(request.written)
+    assert request.producer is None
+    written = len(transport.written.getvalue())
     harness.clock.advance(30)
     harness.spawner.processes[0].reply("carry on")
-    assert len(request.written) == written
+    assert len(transport.written.getvalue()) == written
     assert chat.log.since(0).events[-1].kind == "done"
+
+
+def sse_request() -> tuple[Request, Any]:
+    channel = DummyChannel()
+    request = Request(channel, False)
+    request.method = b"GET"
+    request.clientproto = b"HTTP/1.1"
+    request.setResponseCode(200)
+    return request, channel.transport
+
+
+def test_a_slow_client_pauses_the_stream_and_catches_up_from_the_log(harness: Harness) -> None:
+    session = harness.create()
+    chat = harness.manager.get(session["id"])
+    first = chat.begin_turn("hi")
+    request, transport = sse_request()
+    follower = LogFollower(request, chat.log, harness.clock, keepalive=5.0)
+    finished = follower.start(after=first - 1)
+    assert request.producer is follower
+    follower.pauseProducing()
+    before = transport.written.getvalue()
+    harness.spawner.processes[0].reply("one two three")
+    harness.clock.advance(20)
+    assert transport.written.getvalue() == before
+    follower.resumeProducing()
+    raw = transport.written.getvalue()
+    ids = [int(line.split(b": ")[1]) for line in raw.split(b"\n") if line.startswith(b"id: ")]
+    assert ids == sorted(set(ids)) == list(range(first, chat.log.last_id + 1))
+    assert finished.called
 
 
 def test_openapi_document_is_served(harness: Harness) -> None:
