@@ -1,0 +1,440 @@
+"""The bot side of ``pibridge/1``: terminal sessions served to clients over MoQ.
+
+Discovery is the same with or without a relay: a client PUBLISH_NAMESPACEs
+``("pibridge", SID, "client")``; the bot hears of it (from the peer itself, or
+through SUBSCRIBE_NAMESPACE on a relay), SUBSCRIBEs to the client's control
+track, and once an ``open`` with a valid token arrives, binds the session,
+PUBLISH_NAMESPACEs ``("pibridge", SID)`` and SUBSCRIBEs to the client's stdin
+and resize tracks. Each track is one Twisted protocol (see ``channels``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredList
+from twisted.internet.interfaces import IDelayedCall, IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from pibridge.bot.channels import ControlChannel, PayloadChannel
+from pibridge.bot.session import TerminalSession
+from pibridge.moq.errors import SubscribeErrorCode
+from pibridge.moq.filters import AbsoluteStart
+from pibridge.moq.publisher import Refusal, SubscribeRequest, TrackPublisher, TrackRegistry
+from pibridge.moq.session import MoqSession, NamespaceAnnouncement
+from pibridge.terminal import control
+from pibridge.terminal.auth import RefusalReason, Refused, SessionRegistry, TokenAuthority
+from pibridge.terminal.control import (
+    Ack,
+    Close,
+    CloseReason,
+    Error,
+    Message,
+    Open,
+    ParseError,
+    Ping,
+    Pong,
+    Resize,
+)
+from pibridge.terminal.heartbeat import Heartbeat
+from pibridge.terminal.pty_host import PtySpec
+
+log = Logger()
+
+NAMESPACE_ROOT = b"pibridge"
+CLIENT_MARK = b"client"
+#: How long a refused client may stay connected to read why.
+REFUSED_LINGER = 10.0
+#: Largest stdout object; a reattach replay is cut into pieces of this size.
+MAX_OUTPUT_OBJECT = 64 * 1024
+
+
+def client_namespace(session_id: str) -> tuple[bytes, ...]:
+    return (NAMESPACE_ROOT, session_id.encode(), CLIENT_MARK)
+
+
+def bot_namespace(session_id: str) -> tuple[bytes, ...]:
+    return (NAMESPACE_ROOT, session_id.encode())
+
+
+def session_id_of(namespace: tuple[bytes, ...]) -> str | None:
+    """The SID of a well-formed client namespace, else None."""
+    if len(namespace) != 3 or namespace[0] != NAMESPACE_ROOT or namespace[2] != CLIENT_MARK:
+        return None
+    try:
+        text = namespace[1].decode("ascii")
+        if str(uuid.UUID(text)) != text:
+            return None
+    except (UnicodeDecodeError, ValueError):
+        return None
+    return text
+
+
+@attrs.define(eq=False)
+class TerminalBot:
+    """Every terminal session of this bot, and the rules for who may reach them."""
+
+    reactor: Any
+    authority: TokenAuthority
+    spec_for: Callable[[Open], PtySpec]
+    grace: float = 30.0
+    heartbeat_interval: float = 5.0
+    heartbeat_timeout: float = 20.0
+    max_sessions: int = 64
+    debug_io: bool = False
+    registry: SessionRegistry = attrs.field(init=False)
+    sessions: dict[str, TerminalSession] = attrs.field(factory=dict, init=False)
+    attachments: set[ClientAttachment] = attrs.field(factory=set, init=False)
+    refusals: dict[str, int] = attrs.field(factory=dict, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.registry = SessionRegistry(max_sessions=self.max_sessions)
+
+    # -- MoQ sessions ---------------------------------------------------------------
+
+    def moq_session(self, *, is_client: bool = False) -> MoqSession:
+        """A MoQ session handler for one QUIC connection (the server's handler factory)."""
+        session = MoqSession(
+            clock=self.reactor,
+            is_client=is_client,
+            tracks=TrackRegistry(),
+            on_namespace=self.namespace_seen,
+        )
+        return session
+
+    def namespace_seen(self, announcement: NamespaceAnnouncement) -> None:
+        if not announcement.active:
+            return
+        session_id = session_id_of(announcement.namespace)
+        if session_id is None:
+            return
+        attachment = ClientAttachment(self, announcement.session, session_id)
+        self.attachments.add(attachment)
+        attachment.start()
+
+    # -- sessions -----------------------------------------------------------------------
+
+    def accept(self, attachment: ClientAttachment, request: Open) -> TerminalSession:
+        """Authenticate an open and bind it; raises `Refused` with the reason."""
+        identity = self.authority.verify(request.token)
+        if identity.group != request.agent_group_id:
+            raise Refused(RefusalReason.WRONG_OWNER, "the token is for another agent group")
+        _, replaced = self.registry.open(request.session_id, identity, attachment)
+        if isinstance(replaced, ClientAttachment):
+            replaced.superseded()
+        session = self.sessions.get(request.session_id)
+        if session is None:
+            session = TerminalSession(
+                request.session_id, identity, self.reactor, self._finished, grace=self.grace
+            )
+            session.start(self.reactor, self.spec_for(request), debug_io=self.debug_io)
+            self.sessions[request.session_id] = session
+        return session
+
+    def refused(self, reason: str) -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+
+    def _finished(self, session: TerminalSession) -> None:
+        self.sessions.pop(session.session_id, None)
+        self.registry.release(session.session_id)
+
+    def stop(self) -> Deferred[Any]:
+        """Tell every client the server is stopping, end every program, wait until reaped."""
+        waits = []
+        for session in list(self.sessions.values()):
+            ended = session.shutdown()
+            if ended is not None:
+                waits.append(ended)
+        for attachment in list(self.attachments):
+            attachment.stop_heartbeat()
+            if attachment.refused:
+                attachment._cut_off()
+        return DeferredList(waits, consumeErrors=True)
+
+
+@attrs.define(eq=False)
+class ClientAttachment:
+    """One client's attach over one MoQ session: the session's ``ClientLink``."""
+
+    bot: TerminalBot
+    moq: MoqSession
+    session_id: str
+    session: TerminalSession | None = None
+    epoch: int = 0
+    control_out: TrackPublisher | None = None
+    stdout: TrackPublisher | None = None
+    heartbeat: Heartbeat | None = None
+    ended: bool = False
+    refused: bool = False
+    linger: IDelayedCall | None = None
+
+    def start(self) -> None:
+        self.moq.subscribe(
+            client_namespace(self.session_id),
+            "control",
+            ControlChannel(self.control_received, self.control_lost),
+            start=AbsoluteStart(0, 0),
+        ).addErrback(self._subscribe_failed, "control")
+        self.moq.whenClosed().addCallback(self._moq_closed)
+
+    # -- from the client ---------------------------------------------------------------
+
+    def control_received(self, payload: bytes) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.heard()
+        try:
+            message = control.parse(payload)
+        except ParseError as e:
+            self._protocol_error(f"bad control message: {e}")
+            return
+        if self.refused:
+            return
+        if isinstance(message, Open):
+            self._open(message)
+        elif self.session is None:
+            self._protocol_error(f"{message.TYPE} before open")
+        elif isinstance(message, Ping):
+            assert self.heartbeat is not None
+            self.send_control(self.heartbeat.ping_received(message))
+        elif isinstance(message, Pong):
+            assert self.heartbeat is not None
+            self.heartbeat.pong_received(message)
+        elif isinstance(message, Ack):
+            self.session.acknowledge(message.offset)
+        elif isinstance(message, Close):
+            log.info(
+                "client closed terminal session {sid}: {reason}",
+                sid=self.session_id,
+                reason=message.reason,
+            )
+            self.session.client_closed(self, message.reason)
+            self._end_link()
+        elif isinstance(message, Resize):
+            self.resize_received(message)
+
+    def stdin_received(self, payload: bytes) -> None:
+        if self.session is not None and self._still_bound():
+            self.session.input(payload)
+
+    def resize_payload_received(self, payload: bytes) -> None:
+        try:
+            message = control.parse(payload, expect=(Resize,))
+        except ParseError as e:
+            self._protocol_error(f"bad resize message: {e}")
+            return
+        assert isinstance(message, Resize)
+        self.resize_received(message)
+
+    def resize_received(self, message: Resize) -> None:
+        if self.session is not None and self._still_bound():
+            if message.session_id != self.session_id:
+                self._protocol_error("resize names another session")
+                return
+            self.session.resize(message.cols, message.rows)
+
+    def control_lost(self, reason: Failure) -> None:
+        self._gone("network_error")
+
+    # -- open ------------------------------------------------------------------------------
+
+    def _open(self, request: Open) -> None:
+        if self.session is not None:
+            self._protocol_error("open sent twice")
+            return
+        self.epoch = request.epoch
+        if request.session_id != self.session_id:
+            self._refuse("session_mismatch", "open names another session")
+            return
+        try:
+            session = self.bot.accept(self, request)
+        except Refused as refused:
+            self._refuse(str(refused.reason), str(refused))
+            return
+        self.session = session
+        self._publish()
+        namespace = client_namespace(self.session_id)
+        start = AbsoluteStart(self.epoch, 0)
+        stdin = PayloadChannel(self.stdin_received, self._data_track_lost)
+        self.moq.subscribe(namespace, "stdin", stdin, start=start).addCallbacks(
+            self._stdin_subscribed, self._subscribe_failed, errbackArgs=("stdin",)
+        )
+        resize = PayloadChannel(self.resize_payload_received, self._data_track_lost)
+        self.moq.subscribe(namespace, "resize", resize, start=start).addErrback(
+            self._subscribe_failed, "resize"
+        )
+        session.attach(self, request)
+        self.heartbeat = Heartbeat(
+            self.bot.reactor,
+            self.send_control,
+            self._heartbeat_lost,
+            interval=self.bot.heartbeat_interval,
+            timeout=self.bot.heartbeat_timeout,
+        )
+        self.heartbeat.start()
+        log.info(
+            "terminal session {sid} attached for {user}/{group} (epoch {epoch})",
+            sid=self.session_id,
+            user=session.owner.user,
+            group=session.owner.group,
+            epoch=self.epoch,
+        )
+
+    def _stdin_subscribed(self, subscription: Any) -> None:
+        if self.session is not None and self.session.host is not None:
+            # The PTY's input queue pauses the stdin track, and through QUIC
+            # flow control the client's stdin reader, when the program is slow.
+            self.session.host.registerProducer(subscription, True)
+
+    def _publish(self, *, only_refusal: bool = False) -> None:
+        namespace = bot_namespace(self.session_id)
+        self.control_out = TrackPublisher(
+            namespace, "control", check_subscriber=self._only_this_client
+        )
+        self.control_out.startGroup(self.epoch)
+        self.moq.tracks.add(self.control_out)
+        if not only_refusal:
+            self.stdout = TrackPublisher(
+                namespace, "stdout", check_subscriber=self._only_this_client
+            )
+            self.stdout.startGroup(self.epoch)
+            self.stdout.registerProducer(_LinkPressure(self), True)
+            self.moq.tracks.add(self.stdout)
+        self.moq.publishNamespace(namespace).addErrback(self._publish_failed)
+
+    def _only_this_client(self, request: SubscribeRequest) -> Refusal | None:
+        if request.session is not self.moq or self.ended:
+            self.bot.refused("subscribe_not_bound_client")
+            log.warn(
+                "refused a SUBSCRIBE to terminal session {sid} from another client",
+                sid=self.session_id,
+            )
+            return Refusal(SubscribeErrorCode.UNAUTHORIZED, "not this session's client")
+        return None
+
+    def _refuse(self, reason: str, message: str) -> None:
+        self.bot.refused(reason)
+        log.warn("refused terminal open for {sid}: {reason}", sid=self.session_id, reason=message)
+        self._publish(only_refusal=True)
+        self.send_control(Error("refused", message, session_id=self.session_id))
+        self.send_control(Close(self.session_id, CloseReason.REFUSED, message=message))
+        # The refusal stays readable until the client has taken it and hung up;
+        # a client that lingers is cut off.
+        self.refused = True
+        self.linger = self.bot.reactor.callLater(REFUSED_LINGER, self._cut_off)
+
+    def _cut_off(self) -> None:
+        self.linger = None
+        if not self.moq.isClosed:
+            self.moq.close(reason="terminal open refused")
+        self._end_link()
+
+    # -- ClientLink ------------------------------------------------------------------------
+
+    def send_control(self, message: Message) -> None:
+        if self.control_out is not None and not self.control_out.ended:
+            self.control_out.write(control.serialize(message))
+
+    def send_output(self, data: bytes) -> None:
+        if self.stdout is None or self.stdout.ended:
+            return
+        for start in range(0, len(data), MAX_OUTPUT_OBJECT):
+            self.stdout.write(data[start : start + MAX_OUTPUT_OBJECT])
+
+    def end(self) -> None:
+        self._end_link()
+
+    # -- ending ----------------------------------------------------------------------------
+
+    def superseded(self) -> None:
+        """Another client of the same owner attached to this session."""
+        self.stop_heartbeat()
+
+    def stop_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.stop()
+
+    def _still_bound(self) -> bool:
+        try:
+            self.bot.registry.check(self.session_id, self)
+        except Refused:
+            self.bot.refused("input_not_bound_client")
+            return False
+        return True
+
+    def _heartbeat_lost(self, reason: str) -> None:
+        log.info("terminal session {sid}: heartbeat lost", sid=self.session_id)
+        self.send_control(Close(self.session_id, CloseReason.HEARTBEAT_TIMEOUT))
+        self._gone(reason)
+        self.moq.close(reason="heartbeat timeout")
+
+    def _data_track_lost(self, reason: Failure) -> None:
+        pass
+
+    def _moq_closed(self, reason: object) -> None:
+        self._gone("network_error")
+
+    def _gone(self, reason: str) -> None:
+        if self.session is not None:
+            self.session.detach(self, reason)
+            self.bot.registry.detach(self.session_id, self)
+        self._end_link()
+
+    def _end_link(self) -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self.stop_heartbeat()
+        if self.linger is not None and self.linger.active():
+            self.linger.cancel()
+        self.linger = None
+        for track in (self.control_out, self.stdout):
+            if track is not None:
+                track.unregisterProducer()
+                track.loseConnection()
+        self.bot.attachments.discard(self)
+
+    def _protocol_error(self, message: str) -> None:
+        self.bot.refused("protocol_error")
+        log.warn("terminal session {sid}: {message}", sid=self.session_id, message=message)
+        self.send_control(Error("protocol_error", message, session_id=self.session_id))
+
+    def _subscribe_failed(self, failure: Failure, track: str) -> None:
+        log.info(
+            "could not subscribe to {track} of client {sid}: {why}",
+            track=track,
+            sid=self.session_id,
+            why=failure.getErrorMessage(),
+        )
+        if track == "control":
+            self._end_link()
+
+    def _publish_failed(self, failure: Failure) -> None:
+        log.warn(
+            "could not publish terminal session {sid}: {why}",
+            sid=self.session_id,
+            why=failure.getErrorMessage(),
+        )
+
+
+@implementer(IPushProducer)
+@attrs.define(eq=False)
+class _LinkPressure:
+    """The stdout track's flow control, reported to the session's output gate."""
+
+    attachment: ClientAttachment
+
+    def pauseProducing(self) -> None:
+        if self.attachment.session is not None:
+            self.attachment.session.link_paused(self.attachment)
+
+    def resumeProducing(self) -> None:
+        if self.attachment.session is not None:
+            self.attachment.session.link_resumed(self.attachment)
+
+    def stopProducing(self) -> None:
+        pass
