@@ -342,3 +342,16 @@ def test_sse_data_is_one_line_even_with_newlines_and_separators() -> None:
     raw = format_event(3, "delta", {"text": "a\nb\u2028c\r\n"})
     assert raw.count(b"\n") == 4
     assert raw.startswith(b"id: 3\nevent: delta\ndata: ")
+
+
+def test_streams_per_session_are_bounded(tmp_path: Path) -> None:
+    harness = Harness(tmp_path, streams_per_session=1)
+    session = harness.create()
+    url = f"http://example.test/api/sessions/{session['id']}"
+    harness.http.post(f"{url}/stream", data=b'{"message": "hi"}')
+    harness.http.flush()
+    code, value, _ = harness.request("GET", f"/api/sessions/{session['id']}/events?follow=1")
+    assert_error(code, value, 429, "too_many_streams")
+    harness.spawner.processes[0].reply("done now")
+    harness.http.flush()
+    assert harness.manager.get(session["id"]).log.listener_count == 0
