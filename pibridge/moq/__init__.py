@@ -14,7 +14,7 @@ from pibridge.moq.errors import (
 )
 from pibridge.moq.filters import AbsoluteRange, AbsoluteStart, LargestObject, NextGroupStart
 from pibridge.moq.publisher import Refusal, SubscribeRequest, TrackPublisher, TrackRegistry
-from pibridge.moq.session import MoqSession, NamespaceAnnouncement, SessionState
+from pibridge.moq.session import GoingAway, MoqSession, NamespaceAnnouncement, SessionState
 from pibridge.moq.subscriber import (
     SessionClosed,
     SubscribeRefused,
@@ -31,6 +31,7 @@ __all__ = [
     "SUPPORTED_VERSIONS",
     "AbsoluteRange",
     "AbsoluteStart",
+    "GoingAway",
     "LargestObject",
     "MoqSession",
     "NamespaceAnnouncement",

@@ -235,7 +235,9 @@ class TrackPublisher:
                     kept=kept_from,
                 )
             first = kept_from
-        delivery = _Delivery(self, session, message.request_id, alias, first, end_group)
+        delivery = _Delivery(
+            self, session, message.request_id, alias, first, end_group, forward=message.forward
+        )
         self._deliveries.append(delivery)
         if first.group == self.group_id:
             for offset, payload in enumerate(self._objects):
@@ -297,6 +299,7 @@ class _Delivery:
     alias: int
     start: Location
     end_group: int | None
+    forward: bool = True
     stream_count: int = 0
     _stream: _StreamTransport | None = None
     _protocol: _OutgoingSubgroup | None = None
@@ -305,7 +308,7 @@ class _Delivery:
     done: bool = False
 
     def send(self, group_id: int, object_id: int, payload: bytes) -> None:
-        if self.done:
+        if self.done or not self.forward:
             return
         if Location(group_id, object_id) < self.start:
             return

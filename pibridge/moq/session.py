@@ -89,6 +89,7 @@ from pibridge.moq.subscriber import (
     SubscribeRefused,
     Subscription,
 )
+from pibridge.quic.errors import ConnectionClosed
 
 _log = Logger()
 
@@ -130,6 +131,14 @@ LIFECYCLE: dict[tuple[SessionState, SessionEvent], SessionState] = {
     (_S.DRAINING, _E.CLOSED): _S.CLOSED,
     (_S.CLOSED, _E.CLOSED): _S.CLOSED,
 }
+
+
+class GoingAway(Exception):
+    """The peer sent GOAWAY: make new requests on a new session (at ``uri``, if given)."""
+
+    def __init__(self, uri: bytes) -> None:
+        super().__init__(f"the peer is going away (new session at {uri!r})")
+        self.uri = uri
 
 
 @attrs.frozen
@@ -240,19 +249,10 @@ class _ControlStream(TwistedProtocol):
         self.session._violation(ProtocolViolation("the peer closed the control stream"))
 
     def connectionLost(self, reason: Failure = Failure(ConnectionDone())) -> None:  # noqa: B008
-        if _isConnectionEnd(reason):
+        if reason.check(ConnectionClosed):
             return  # the whole connection ended; the session hears it next
         if self.session.state != SessionState.CLOSED and self.session._connection_open:
             self.session._violation(ProtocolViolation("the control stream ended"))
-
-
-def _isConnectionEnd(reason: Failure) -> bool:
-    """Whether a stream ended because its whole QUIC connection did.
-
-    The QUIC adapter's ``ConnectionClosed`` (and ``IdleTimeout``) say who closed
-    with ``by_peer``; stream-level ends (FIN, reset) do not carry it.
-    """
-    return hasattr(reason.value, "by_peer")
 
 
 def _implementation() -> str:
@@ -358,8 +358,12 @@ class MoqSession:
         if self._connection is not None and self._connection_open:
             self._connection.close(code, reason)
 
-    def goAway(self, new_session_uri: bytes = b"") -> None:
-        """Tell the peer we will close soon (a client never sends a URI)."""
+    def goAway(self, new_session_uri: bytes = b"", timeout: float | None = None) -> None:
+        """Tell the peer we will close soon (a client never sends a URI).
+
+        With ``timeout``, the session closes with GOAWAY_TIMEOUT if the peer has
+        not closed it by then.
+        """
         if self._goaway_sent or self.state not in (SessionState.ESTABLISHED, SessionState.DRAINING):
             return
         if self.is_client and new_session_uri:
@@ -367,6 +371,10 @@ class MoqSession:
         self._goaway_sent = True
         self._fire(SessionEvent.GOAWAY_SENT)
         self._send(GoAway(new_session_uri))
+        if timeout is not None:
+            self.clock.callLater(
+                timeout, self.close, SessionErrorCode.GOAWAY_TIMEOUT, "GOAWAY not honoured in time"
+            )
 
     def _violation(self, violation: ProtocolViolation) -> None:
         """The one exit for a misbehaving peer: close with the draft's error code."""
@@ -822,6 +830,10 @@ class MoqSession:
         """Send a new request now, or queue it until the peer raises MAX_REQUEST_ID."""
         if self.state == SessionState.CLOSED:
             request.deferred.errback(Failure(SessionClosed(self.close_code or 0, "closed")))
+            return
+        if self._goaway_received:
+            # The draft: after a GOAWAY, initiate no new requests on this session.
+            request.deferred.errback(Failure(GoingAway(self.goaway_uri or b"")))
             return
         if self.state == SessionState.AWAITING_SETUP or self._queued or not self._ids.canSend():
             if len(self._queued) >= MAX_QUEUED_REQUESTS:

@@ -15,30 +15,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol, IProtocol, IPushProducer
 from twisted.python.failure import Failure
 
-
-class ConnectionClosed(Exception):
-    """As the QUIC adapter reports a closed connection: code, reason, who closed."""
-
-    def __init__(self, error_code: int, reason: str, by_peer: bool) -> None:
-        super().__init__(f"connection closed ({error_code:#x}: {reason})")
-        self.error_code = error_code
-        self.reason = reason
-        self.by_peer = by_peer
-
-
-class StreamReset(Exception):
-    def __init__(self, error_code: int) -> None:
-        super().__init__(f"stream reset ({error_code})")
-        self.error_code = error_code
-
-
-class StreamStopped(StreamReset):
-    pass
-
-
-class StreamAborted(StreamReset):
-    pass
-
+from pibridge.quic.errors import ConnectionClosed, StreamAborted, StreamReset, StreamStopped
 
 HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024

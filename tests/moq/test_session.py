@@ -17,21 +17,27 @@ from pibridge.moq.draft14.data import SubgroupWriter
 from pibridge.moq.draft14.messages import (
     ClientSetup,
     ControlMessage,
+    Fetch,
+    FetchError,
     FilterType,
     GoAway,
     KeyValuePair,
     Location,
+    Publish,
+    PublishError,
     PublishNamespace,
     ServerSetup,
     SetupParameter,
     SubgroupHeader,
     Subscribe,
     SubscribeOk,
+    TrackStatus,
+    TrackStatusError,
 )
 from pibridge.moq.errors import SessionErrorCode, StreamResetCode, SubscribeErrorCode
 from pibridge.moq.filters import AbsoluteStart, LargestObject
 from pibridge.moq.publisher import Refusal, SubscribeRequest, TrackPublisher, TrackRegistry
-from pibridge.moq.session import MoqSession, NamespaceAnnouncement, SessionState
+from pibridge.moq.session import GoingAway, MoqSession, NamespaceAnnouncement, SessionState
 from pibridge.moq.subscriber import SessionClosed, SubscribeRefused, TrackEnded, Unsubscribed
 from tests.moq.memory import MemoryLink, MemoryStream
 
@@ -531,3 +537,56 @@ def test_streams_for_an_alias_that_never_comes_are_dropped_in_time() -> None:
 
 def test_reset_code_is_cancelled_for_unsubscribe() -> None:
     assert StreamResetCode.CANCELLED == 1
+
+
+def test_requests_after_goaway_fail_and_goaway_timeout_closes() -> None:
+    pair = make_pair()
+    pair.server.goAway(b"", timeout=5.0)
+    pair.flush()
+    refused = pair.client.subscribe(NS, "stdout", Recorder())
+    assert failure_of(refused).check(GoingAway)
+    pair.clock.advance(5.0)
+    pair.flush()
+    assert pair.server.close_code == SessionErrorCode.GOAWAY_TIMEOUT
+    assert pair.client.state is SessionState.CLOSED
+
+
+def test_requests_outside_the_subset_are_refused_and_counted() -> None:
+    link, peer, server = raw_pair()
+    peer.setup()
+    peer.send(Fetch(0, b"\x00\x01"), Publish(2, b"\x01\x01x"), TrackStatus(4, b""))
+    link.flush()
+    assert [type(m) for m in peer.received[1:]] == [FetchError, PublishError, TrackStatusError]
+    assert all(m.error_code == 0x3 for m in peer.received[1:])  # type: ignore[union-attr]
+    assert server.state is SessionState.ESTABLISHED
+    peer.send(PublishNamespace(2, (b"x",)))  # 2 was used by PUBLISH
+    link.flush()
+    assert server.close_code == SessionErrorCode.INVALID_REQUEST_ID
+
+
+def test_forward_zero_subscription_gets_no_objects() -> None:
+    clock = MemoryReactorClock()
+    tracks = TrackRegistry()
+    track = tracks.add(TrackPublisher(NS, "stdout"))
+    server = MoqSession(clock, is_client=False, tracks=tracks)
+    opened: list[Any] = []
+    peer = RawPeer()
+    peer.streamOpened = lambda stream: opened.append(stream) or Protocol()  # type: ignore[method-assign]
+    link = MemoryLink()
+    link.connect(peer, server)
+    peer.setup()
+    peer.send(
+        Subscribe(
+            0,
+            (b"pibridge", b"3f1c"),
+            b"stdout",
+            FilterType.ABSOLUTE_START,
+            Location(0, 0),
+            forward=False,
+        )
+    )
+    link.flush()
+    track.write(b"not forwarded")
+    link.flush()
+    assert isinstance(peer.received[-1], SubscribeOk)
+    assert opened == []
