@@ -146,11 +146,10 @@ async def test_program_starts_at_the_client_size_and_sees_resizes(tmp_path: Path
             import os, signal, sys
             def report(*_):
                 size = os.get_terminal_size(0)
-                sys.stdout.write(f"size {size.columns}x{size.lines}\\n")
-                sys.stdout.flush()
+                os.write(1, f"size {size.columns}x{size.lines}\\n".encode())
             signal.signal(signal.SIGWINCH, report)
             report()
-            sys.stdout.write("ready\\n"); sys.stdout.flush()
+            os.write(1, b"ready\\n")
             while True:
                 signal.pause()
             """
