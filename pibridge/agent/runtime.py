@@ -150,6 +150,7 @@ class AgentRuntime:
     sandbox_network: bool = False
     _warned_unsandboxed: bool = attrs.field(default=False, init=False)
     _known_secrets: set[str] = attrs.field(factory=set, init=False)
+    _secrets_loaded: bool = attrs.field(default=False, init=False)
     _secret_pattern: re.Pattern[str] | None = attrs.field(default=None, init=False)
 
     # -- paths ----------------------------------------------------------------
@@ -182,6 +183,7 @@ class AgentRuntime:
         Every value seen is remembered for ``redact``, old ones included.
         """
         credentials = load_credentials(self.environ, self.secrets_dir)
+        self._secrets_loaded = True
         self._remember_secrets(credentials.secret_values)
         if self.offline_model is not None:
             self._remember_secrets([self.offline_model.api_key])
@@ -233,7 +235,8 @@ class AgentRuntime:
         providers = credentials.providers
         if providers:
             provider = next((p for p in PREFERRED_PROVIDERS if p in providers), providers[0])
-            return self._ready(False, f"{provider} (pi's default model)", provider, None, None)
+            label = f"{provider} (pi's default model)"
+            return self._ready(False, label, provider, None, sandbox_problem)
         if offline_available:
             return self._ready(
                 True, OFFLINE_MODEL_LABEL, OFFLINE_PROVIDER, OFFLINE_MODEL_ID, sandbox_problem
@@ -281,10 +284,10 @@ class AgentRuntime:
     def redact(self, text: str) -> str:
         """Replace every secret value the server knows with ``[redacted]``.
 
-        Cheap enough to run on every streamed delta: the keys are read when the
-        runtime is built and again at each ``status()``/``invocation()``.
+        Cheap enough to run on every streamed delta: the keys are read on first
+        use and again at each ``status()``/``invocation()``.
         """
-        if self._secret_pattern is None:
+        if not self._secrets_loaded:
             self.credentials()
         if self._secret_pattern is None:
             return text
