@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import shlex
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -15,6 +18,9 @@ from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from pibridge import __version__
+from pibridge.agent.offline_model import OfflineModelService
+from pibridge.agent.runtime import AgentRuntime
+from pibridge.bot.service import build_terminal
 from pibridge.web.access import AccessGuard, AccessPolicy
 from pibridge.web.app import HttpApi
 
@@ -100,8 +106,32 @@ class PibridgeService(MultiService):
         return stopping
 
 
+def build_agent_runtime(
+    config: Mapping[str, Any], reactor: Any
+) -> tuple[AgentRuntime, OfflineModelService | None]:
+    """pi as both faces run it, and the offline model that stands in for a provider."""
+    state_dir: Path = config["state-dir"]
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    offline = OfflineModelService(reactor, state_dir)
+    runtime = AgentRuntime(
+        pi_command=shlex.split(config["pi-command"]),
+        workspace=config["workspace"],
+        state_dir=state_dir,
+        model=config.get("model"),
+        secrets_dir=config.get("secrets-dir"),
+        environ=dict(os.environ),
+        sandbox=not config.get("no-sandbox"),
+        offline_model=offline,
+    )
+    return runtime, offline
+
+
 def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
     root = PibridgeService(reactor)
+    runtime, offline = build_agent_runtime(config, reactor)
+    if offline is not None:
+        offline.setServiceParent(root)
+    build_terminal(config, reactor, runtime).setServiceParent(root)
     api = HttpApi(config=config)
     access = AccessPolicy.for_state_dir(config["state-dir"], config.get("access-token"))
     site = QuietSite(AccessGuard(api.app.resource(), access))

@@ -8,6 +8,7 @@ Options win over the environment variables of the backend plan
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -220,7 +221,13 @@ class Options(usage.Options):
             self["secrets-dir"] = Path(self["secrets-dir"]).resolve()
             if not self["secrets-dir"].is_dir():
                 raise usage.UsageError(f"--secrets-dir: {self['secrets-dir']} is not a directory")
-        self["pi-command"] = self["pi-command"] or default_pi_command()
+        given = self["pi-command"]
+        self["terminal-command"] = None
+        if given and Path(shlex.split(given)[0] if given.strip() else "pi").name != "pi":
+            # Any program can be shown in a terminal session; chat still needs pi.
+            self["terminal-command"] = given
+            given = None
+        self["pi-command"] = given or default_pi_command()
         for name in ("grace", "heartbeat", "idle-timeout", "session-timeout"):
             self[name] = parse_seconds(self[name], f"--{name}")
 

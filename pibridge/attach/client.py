@@ -249,6 +249,10 @@ class TerminalClient:
         if self.channels is not None:
             self.channels.shown_output(len(data))
 
+    def keep_alive(self) -> None:
+        """A reattach is under way: the silence is known, not a dead peer."""
+        self._heartbeat.heard()
+
     def connection_lost(self, why: str = "connection lost") -> None:
         self._finish(Outcome(EXIT_CONNECTION, CloseReason.NETWORK_ERROR, why))
 

@@ -1,0 +1,112 @@
+"""The terminal face as a Twisted service: a QUIC port speaking MoQ, and the bot behind it."""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, cast
+
+import attrs
+from twisted.application.service import Service
+from twisted.internet.defer import inlineCallbacks
+from twisted.logger import Logger
+
+from pibridge.agent.runtime import AgentRuntime
+from pibridge.bot.server import TerminalBot
+from pibridge.quic.endpoint import QuicListeningPort, listenQuic
+from pibridge.quic.identity import TlsIdentity, load_or_create_identity
+from pibridge.quic.interfaces import IQuicConnectionHandler
+from pibridge.terminal.auth import TokenAuthority, load_or_create_key
+from pibridge.terminal.control import Open
+from pibridge.terminal.pty_host import PtySpec
+
+log = Logger()
+
+
+def spec_factory(config: Mapping[str, Any], runtime: AgentRuntime) -> Callable[[Open], PtySpec]:
+    """What a terminal session runs: pi, isolated like chat's, or the configured command."""
+    workspace = str(config["workspace"])
+    explicit = config.get("terminal-command")
+
+    def spec_for(request: Open) -> PtySpec:
+        if explicit:
+            argv = shlex.split(explicit)
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(Path.home())}
+            return PtySpec(
+                argv,  # type: ignore[arg-type]
+                workspace,
+                request.term,
+                request.cols,
+                request.rows,
+                env,
+            )
+        invocation = runtime.invocation("tui", term=request.term)
+        env = {k: v for k, v in invocation.env.items() if k != "TERM"}
+        return PtySpec(
+            invocation.argv,  # type: ignore[arg-type]
+            invocation.cwd,
+            request.term,
+            request.cols,
+            request.rows,
+            env,
+        )
+
+    return spec_for
+
+
+@attrs.define(eq=False)
+class TerminalService(Service):
+    """Listens for MoQ clients; on stop, closes every session and reaps every program."""
+
+    reactor: Any
+    bot: TerminalBot
+    identity: TlsIdentity
+    host: str
+    port_number: int
+    port: QuicListeningPort | None = None
+
+    def startService(self) -> None:
+        super().startService()
+        self.port = listenQuic(
+            self.reactor,
+            self.port_number,
+            self.identity,
+            cast(Callable[[], IQuicConnectionHandler], self.bot.moq_session),
+            interface=self.host,
+        )
+        address = self.port.getHost()
+        log.info(
+            "pibridge: terminal sessions over MoQ on udp {host}:{port}, certificate {fingerprint}",
+            host=getattr(address, "host", self.host),
+            port=getattr(address, "port", self.port_number),
+            fingerprint=self.identity.fingerprint.display,
+        )
+
+    @inlineCallbacks
+    def stopService(self) -> Any:
+        super().stopService()
+        yield self.bot.stop()
+        port, self.port = self.port, None
+        if port is not None:
+            yield port.stopListening()
+
+
+def build_terminal(
+    config: Mapping[str, Any], reactor: Any, runtime: AgentRuntime
+) -> TerminalService:
+    state_dir: Path = config["state-dir"]
+    authority = TokenAuthority(load_or_create_key(state_dir))
+    bot = TerminalBot(
+        reactor,
+        authority,
+        spec_factory(config, runtime),
+        grace=config["grace"],
+        heartbeat_interval=config["heartbeat"],
+        heartbeat_timeout=config["heartbeat"] * 4,
+        debug_io=bool(config.get("debug-bytes")),
+    )
+    address = config["moq"]
+    identity = load_or_create_identity(state_dir, [address.host])
+    return TerminalService(reactor, bot, identity, address.host, address.port)
