@@ -176,7 +176,16 @@ function optionLabel(session) {
   return `${session.title || session.id} (${session.state})`;
 }
 
+let listedSignature = "";
+
 function renderSessionList() {
+  // Rebuilding the options closes an open drop-down: only do it on a change.
+  const signature = JSON.stringify([page.activeId, page.sessions.map((s) => [s.id, optionLabel(s)])]);
+  if (signature === listedSignature) {
+    renderSessionState();
+    return;
+  }
+  listedSignature = signature;
   const options = page.sessions.map((session) => {
     const option = document.createElement("option");
     option.value = session.id;
