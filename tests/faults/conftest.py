@@ -46,11 +46,12 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     long_enabled = bool(config.getoption("--faults-long", default=False))
     skip_long = pytest.mark.skip(reason="long fault variant: run with --faults-long")
     for item in items:
-        if HERE not in Path(str(item.fspath)).parents:
+        if HERE not in item.path.parents:
             continue
         item.add_marker(pytest.mark.faults)
         if "faults_long" in item.keywords and not long_enabled:

@@ -141,6 +141,24 @@ async def test_transfer_of_megabytes_over_a_bad_link_arrives_intact(
     await bad_link_transfer(reactor, echo_server, make_relay, identity, 3 * MIB, 500.0)
 
 
+@pytest_twisted.ensureDeferred
+async def test_transfer_through_a_rate_limited_link_with_a_short_queue(
+    reactor: Any, echo_server: Any, make_relay: MakeRelay, identity: TlsIdentity
+) -> None:
+    """A slow link with a shallow buffer: QUIC loses to tail drop and still delivers."""
+    port, factory = echo_server
+    relay = make_relay(port_number(port), seed=4)
+    relay.set(both=LinkConditions(delay=0.01, rate=256 * KIB, queue_bytes=24 * KIB))
+    size = 512 * KIB
+    connection, handler, result = await transfer_through(
+        reactor, relay, identity, size, deadline=30.0
+    )
+    assert result.intact, result
+    assert relay.upstream.counters.queue_dropped + relay.downstream.counters.queue_dropped > 0
+    assert_one_connection_survived(factory, connection, handler)
+    print(f"\n{size} bytes echoed at 256 KiB/s each way in {result.seconds:.1f} s")
+
+
 async def cut_mid_transfer(
     reactor: Any,
     echo_server: tuple[QuicListeningPort, EchoServerFactory],
@@ -155,10 +173,13 @@ async def cut_mid_transfer(
     restored: Deferred[int] = Deferred()
     echoed_at_restore: list[int] = []
     progress: list[int] = [0]
+    restored_at: list[float] = []
+    resumed_after: list[float] = []
 
     def restore() -> None:
         echoed_at_restore.append(progress[0])
         relay.restore()
+        restored_at.append(reactor.seconds())
         restored.callback(progress[0])
 
     def cut() -> None:
@@ -169,6 +190,8 @@ async def cut_mid_transfer(
 
     def on_progress(echoed: int) -> None:
         progress[0] = echoed
+        if restored_at and not resumed_after:
+            resumed_after.append(reactor.seconds() - restored_at[0])
         watch(echoed)
 
     connection, handler, result = await transfer_through(
@@ -180,6 +203,10 @@ async def cut_mid_transfer(
     assert relay.upstream.counters.cut > 0
     assert relay.downstream.counters.cut > 0
     assert_one_connection_survived(factory, connection, handler)
+    print(
+        f"\n{outage} s cut: data flowed again {resumed_after[0]:.2f} s after the link returned; "
+        f"{size} bytes in {result.seconds:.1f} s"
+    )
 
 
 @pytest_twisted.ensureDeferred
