@@ -64,6 +64,8 @@ from pibridge.agent.sandbox import SandboxPolicy, find_bwrap, write_sandbox_shel
 
 REDACTED = "[redacted]"
 GUARD_EXTENSION = Path(__file__).with_name("workspace_guard.js")
+DEFAULT_TERM = "xterm-256color"
+_TERM_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 _log = Logger()
@@ -341,8 +343,8 @@ class AgentRuntime:
         if overlay:
             env["PI_PACKAGE_DIR"] = str(self.package_overlay_dir)
         if mode == "tui":
-            env["TERM"] = term or "xterm-256color"
-            env["COLORTERM"] = "truecolor"
+            # TERM comes from the remote client: only a plain terminal name is passed on.
+            env["TERM"] = term if term and _TERM_NAME.fullmatch(term) else DEFAULT_TERM
         return PiInvocation(tuple(argv), env, str(self.workspace))
 
     def _hidden_paths(self) -> list[str]:

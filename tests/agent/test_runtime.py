@@ -209,3 +209,8 @@ def test_real_pi_reports_a_stream_broken_midway(runtime: AgentRuntime) -> Any:
         and e["assistantMessageEvent"].get("type") == "text_delta"
     ]
     assert deltas, "part of the reply streamed before the break"
+
+
+@pytest.mark.parametrize("term", ["", "../../etc/x", "xterm\n256", "a" * 200])
+def test_odd_terminal_names_fall_back_to_xterm(runtime: AgentRuntime, term: str) -> None:
+    assert runtime.invocation("tui", term=term).env["TERM"] == "xterm-256color"
