@@ -418,6 +418,8 @@ class ChatManager(Service):
     new_id: Callable[[], str] = lambda: uuid.uuid4().hex
     sessions: dict[str, ChatSession] = attrs.Factory(dict)
     store: SessionStore = attrs.field(init=False)
+    _dirty: set[str] = attrs.field(factory=set, init=False)
+    _save_call: IDelayedCall | None = attrs.field(default=None, init=False)
     ending: Terminator = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -454,13 +456,33 @@ class ChatManager(Service):
             session.stop(ChatError("shutdown", "pibridge is shutting down"))
             for session in self.sessions.values()
         ]
-        return defer.gatherResults(stops).addCallback(lambda _: None)
+
+        def saved(_: object) -> None:
+            self.save_now()
+
+        return defer.gatherResults(stops).addCallback(saved)
 
     def persist(self, session: ChatSession) -> None:
-        try:
-            self.store.save(session.record())
-        except OSError as error:
-            log.warn("could not save chat session {id}: {error}", id=session.id, error=str(error))
+        """Save the session's record soon: once per reactor turn, off the prompt's path."""
+        self._dirty.add(session.id)
+        if self._save_call is None:
+            self._save_call = self.clock.callLater(0, self.save_now)
+
+    def save_now(self) -> None:
+        if self._save_call is not None and self._save_call.active():
+            self._save_call.cancel()
+        self._save_call = None
+        dirty, self._dirty = self._dirty, set()
+        for session_id in sorted(dirty):
+            session = self.sessions.get(session_id)
+            if session is None:
+                continue
+            try:
+                self.store.save(session.record())
+            except OSError as error:
+                log.warn(
+                    "could not save chat session {id}: {error}", id=session_id, error=str(error)
+                )
 
     @property
     def running_count(self) -> int:

@@ -183,6 +183,7 @@ def test_a_child_that_ignores_stdin_gets_sigterm_then_sigkill_on_its_group(
     child.exit(-9)
     assert first == [None] and second == [None]
     assert session.state is State.STOPPED
+    clock.advance(0)  # the session record is saved on the next reactor turn
     assert not clock.getDelayedCalls()
 
 
@@ -225,6 +226,7 @@ def test_session_timeout_ends_a_streaming_turn_with_an_error(
     assert session.state is State.STOPPED
     last = session.log.since(0).events[-1]
     assert last.kind == "error" and last.data["code"] == "session_timeout"
+    clock.advance(0)  # the session record is saved on the next reactor turn
     assert not clock.getDelayedCalls()
 
 
@@ -347,6 +349,7 @@ def test_sessions_survive_a_restart_as_stopped_and_keep_counting_event_ids(
     session = manager.create("keep me")
     session.begin_turn("remember this")
     last_id = session.log.last_id
+    clock.advance(0)  # records are saved once per reactor turn
     # pibridge dies here: nothing is stopped cleanly
     again = build(tmp_path, clock, FakeSpawner(), runtime, kills)
     again.load()
