@@ -272,6 +272,11 @@ class AgentRuntime:
         )
 
     def _sandbox_problem(self) -> str | None:
+        if not GUARD_EXTENSION.is_file():
+            return (
+                f"pibridge's workspace guard for pi is missing ({GUARD_EXTENSION}); "
+                "reinstall pibridge with its package data"
+            )
         if self.sandbox and find_bwrap() is None:
             return (
                 "the tool sandbox needs bubblewrap, which is not installed: "
