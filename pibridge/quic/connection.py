@@ -121,6 +121,8 @@ class QuicConnectionTransport:
         self._highestPeerStream: dict[int, int] = {}
         self._earlyEvents: list[events.QuicEvent] = []
         self._timer: IDelayedCall | None = None
+        self._timerDue = 0.0
+        self._clock = 0.0
         self._transmitCall: IDelayedCall | None = None
         self._dispatching = False
         self._handlerConnected = False
@@ -145,17 +147,17 @@ class QuicConnectionTransport:
 
     def __repr__(self) -> str:
         role = "client" if self.isClient else "server"
-        return f"<QuicConnectionTransport {role} {self.state.value} peer={self._peerAddress}>"
+        return f"<QuicConnectionTransport {role} {self.state.value} peer={self.peerAddress}>"
 
     # --- public API -------------------------------------------------------
 
     @property
     def peerAddress(self) -> NetworkAddress | None:
-        """The peer's current UDP address (it follows migration)."""
-        return self._peerAddress
+        """The peer's current UDP address (it follows validated migration)."""
+        return self._quic.get_peer_address() or self._peerAddress
 
     def getPeer(self) -> IAddress:
-        return _address(self._peerAddress)
+        return _address(self.peerAddress)
 
     def getHost(self) -> IAddress:
         return self._endpoint.getHost()
@@ -219,8 +221,7 @@ class QuicConnectionTransport:
         """
         if self.state is ConnectionState.CLOSED:
             return
-        self._peerAddress = address
-        self._quic.receive_datagram(data, address, now=self._reactor.seconds())
+        self._quic.receive_datagram(data, address, now=self._now())
         self._processEvents()
         if transmit:
             self._transmit()
@@ -232,7 +233,7 @@ class QuicConnectionTransport:
     def start(self, address: NetworkAddress) -> None:
         """Begin the client handshake towards ``address``."""
         self._peerAddress = address
-        self._quic.connect(address, now=self._reactor.seconds())
+        self._quic.connect(address, now=self._now())
         self._transmit()
 
     def abort(self, reason: ConnectionClosed | HandshakeFailed) -> None:
@@ -251,11 +252,24 @@ class QuicConnectionTransport:
         self._timer = None
         if self.state is ConnectionState.CLOSED:
             return
-        self._quic.handle_timer(now=self._reactor.seconds())
+        # A deadline served early (within the reactor's resolution) counts as reached.
+        self._clock = max(self._clock, self._timerDue)
+        self._quic.handle_timer(now=self._now())
         self._processEvents()
         self._transmit()
 
     # --- the pump ---------------------------------------------------------
+
+    def _now(self) -> float:
+        """The time given to aioquic: the reactor's clock, never going backwards.
+
+        It runs ahead of ``reactor.seconds()`` only after a timer was served
+        early, by less than the reactor's resolution.
+        """
+        now = self._reactor.seconds()
+        if now > self._clock:
+            self._clock = now
+        return self._clock
 
     def _processEvents(self) -> None:
         quic = self._quic
@@ -294,7 +308,7 @@ class QuicConnectionTransport:
                 call.cancel()
         if self.state is ConnectionState.CLOSED:
             return
-        now = self._reactor.seconds()
+        now = self._now()
         send = self._endpoint.sendDatagram
         for data, address in self._quic.datagrams_to_send(now=now):
             send(data, address)
@@ -315,7 +329,8 @@ class QuicConnectionTransport:
             return
         if self.state is ConnectionState.CLOSED:
             return
-        delay = when - self._reactor.seconds()
+        self._timerDue = when
+        delay = when - self._now()
         if delay < _REACTOR_RESOLUTION:
             delay = 0.0
         if timer is None:

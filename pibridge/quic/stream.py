@@ -9,7 +9,7 @@ peer gets no new flow-control credit, so memory stays bounded on both ends).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
@@ -173,17 +173,17 @@ class QuicStreamTransport:
         producer = self._producer
         if producer is not None and self._streaming and not self._producerPaused:
             self._producerPaused = True
-            IPushProducer(producer).pauseProducing()
+            cast(IPushProducer, producer).pauseProducing()
 
     def _resumeProducer(self) -> None:
         producer = self._producer
         if producer is None:
             return
         if not self._streaming:
-            IPullProducer(producer).resumeProducing()
+            cast(IPullProducer, producer).resumeProducing()
         elif self._producerPaused:
             self._producerPaused = False
-            IPushProducer(producer).resumeProducing()
+            cast(IPushProducer, producer).resumeProducing()
 
     # --- events from the connection ---------------------------------------
 
