@@ -211,7 +211,7 @@ class AgentRuntime:
     def _select(self, credentials: Credentials) -> _Selection:
         offline_available = self._offline_available()
         requested = self.model or self.environ.get(MODEL_ENV_VARIABLE) or None
-        sandbox_problem = self._sandbox_problem()
+        setup_problem = self._setup_problem()
         if requested is not None:
             try:
                 ref = parse_model(requested)
@@ -225,7 +225,7 @@ class AgentRuntime:
                     )
                     return _Selection(CredentialStatus(False, True, OFFLINE_MODEL_LABEL, problem))
                 return self._ready(
-                    True, OFFLINE_MODEL_LABEL, OFFLINE_PROVIDER, ref.model_id, sandbox_problem
+                    True, OFFLINE_MODEL_LABEL, OFFLINE_PROVIDER, ref.model_id, setup_problem
                 )
             if credentials.key_for(ref.provider) is None:
                 problem = (
@@ -233,15 +233,15 @@ class AgentRuntime:
                     + how_to_configure(ref.provider, self.secrets_dir)
                 )
                 return _Selection(CredentialStatus(False, False, ref.label, problem))
-            return self._ready(False, ref.label, ref.provider, ref.model_id, sandbox_problem)
+            return self._ready(False, ref.label, ref.provider, ref.model_id, setup_problem)
         providers = credentials.providers
         if providers:
             provider = next((p for p in PREFERRED_PROVIDERS if p in providers), providers[0])
             label = f"{provider} (pi's default model)"
-            return self._ready(False, label, provider, None, sandbox_problem)
+            return self._ready(False, label, provider, None, setup_problem)
         if offline_available:
             return self._ready(
-                True, OFFLINE_MODEL_LABEL, OFFLINE_PROVIDER, OFFLINE_MODEL_ID, sandbox_problem
+                True, OFFLINE_MODEL_LABEL, OFFLINE_PROVIDER, OFFLINE_MODEL_ID, setup_problem
             )
         names = ", ".join(PROVIDER_KEY_VARIABLES[p][-1] for p in PREFERRED_PROVIDERS)
         where = (
@@ -263,15 +263,15 @@ class AgentRuntime:
         label: str,
         provider: str,
         model_id: str | None,
-        sandbox_problem: str | None,
+        setup_problem: str | None,
     ) -> _Selection:
         return _Selection(
-            CredentialStatus(sandbox_problem is None, offline, label, sandbox_problem),
+            CredentialStatus(setup_problem is None, offline, label, setup_problem),
             provider,
             model_id,
         )
 
-    def _sandbox_problem(self) -> str | None:
+    def _setup_problem(self) -> str | None:
         if not GUARD_EXTENSION.is_file():
             return (
                 f"pibridge's workspace guard for pi is missing ({GUARD_EXTENSION}); "
@@ -416,7 +416,7 @@ class AgentRuntime:
         if self.sandbox:
             bwrap = find_bwrap()
             if bwrap is None:
-                raise AgentNotReady(self._sandbox_problem() or "bwrap is missing")
+                raise AgentNotReady(self._setup_problem() or "bwrap is missing")
             policy = SandboxPolicy(
                 bwrap=bwrap,
                 workspace=self.workspace.resolve(),
