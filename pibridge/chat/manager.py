@@ -27,6 +27,7 @@ from pibridge.chat.events import (
     TERMINAL_KINDS,
     ChatError,
     ChatEvent,
+    Delta,
     PiEventTranslator,
     SessionStarted,
     event_data,
@@ -105,6 +106,17 @@ class Busy(ChatProblem):
     status = 409
 
 
+HELD_TEXT_LIMIT = 1024
+
+
+def _last_word_break(text: str) -> int:
+    """The index just past the last whitespace character (0 when there is none)."""
+    for index in range(len(text) - 1, -1, -1):
+        if text[index].isspace():
+            return index + 1
+    return 0
+
+
 def utc_now() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
 
@@ -131,6 +143,7 @@ class ChatSession:
     _stop_waiters: list[defer.Deferred[None]] | None = None
     _stop_reason: ChatError | None = None
     _problem: str | None = None
+    _held_text: str = ""
 
     # -- views -------------------------------------------------------------
 
@@ -171,6 +184,11 @@ class ChatSession:
             self.manager.persist(self)
 
     def emit(self, event: ChatEvent) -> None:
+        if isinstance(event, Delta):
+            self._emit_text(event.text)
+            return
+        if self._held_text:
+            self._emit_text("", flush=True)
         data = event_data(event, self.manager.runtime.redact)
         self.log.append(event.kind, data)
         if event.kind in TERMINAL_KINDS and self.turn_open:
@@ -181,12 +199,27 @@ class ChatSession:
             else:
                 self.manager.persist(self)
 
+    def _emit_text(self, text: str, *, flush: bool = False) -> None:
+        """Send text up to its last whitespace; hold the unfinished word back.
+
+        A key is one run of non-space characters, and a provider may stream it
+        in pieces; redacting whole words only means no piece of one slips out.
+        """
+        pending = self._held_text + text
+        cut = len(pending) if flush else _last_word_break(pending)
+        if not flush and len(pending) - cut > HELD_TEXT_LIMIT:
+            cut = len(pending)
+        ready, self._held_text = pending[:cut], pending[cut:]
+        if ready:
+            self.log.append(Delta.kind, event_data(Delta(ready), self.manager.runtime.redact))
+
     def spawn(self) -> None:
         """Start pi on this session's file (new or resumed)."""
         self._enter(Input.SPAWN)
         self._problem = None
         self._stop_reason = None
         self._translator = PiEventTranslator()
+        self._held_text = ""
         manager = self.manager
         child = PiRpcProtocol(
             on_record=self._on_record,

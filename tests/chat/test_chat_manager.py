@@ -325,6 +325,36 @@ def test_secrets_never_reach_the_event_log(manager: ChatManager, spawner: FakeSp
     assert "[redacted]" in logged
 
 
+def test_a_key_streamed_in_pieces_never_reaches_the_log(
+    manager: ChatManager, spawner: FakeSpawner
+) -> None:
+    session = manager.create()
+    session.begin_turn("show me")
+    child = spawner.processes[0]
+    message = {"role": "assistant", "content": []}
+    child.say({"type": "agent_start"})
+    child.say({"type": "message_start", "message": message})
+    pieces = ["the key is ", SECRET[:6], SECRET[6:15], SECRET[15:], " ok", "ay"]
+    for piece in pieces:
+        child.say(
+            {
+                "type": "message_update",
+                "message": message,
+                "assistantMessageEvent": {"type": "text_delta", "contentIndex": 0, "delta": piece},
+            }
+        )
+    final = {**message, "content": [{"type": "text", "text": "".join(pieces)}]}
+    child.say({"type": "message_end", "message": final})
+    child.say({"type": "agent_end", "messages": [final]})
+    events = session.log.since(0).events
+    logged = json.dumps([event.data for event in events])
+    assert SECRET not in logged
+    for size in range(4, len(SECRET)):
+        assert SECRET[:size] not in logged
+    text = "".join(event.data["text"] for event in events if event.kind == "delta")
+    assert text == events[-1].data["text"] == "the key is [redacted] okay"
+
+
 def test_abort_asks_pi_and_the_turn_ends_with_an_aborted_error(
     manager: ChatManager, spawner: FakeSpawner
 ) -> None:
