@@ -36,6 +36,8 @@ TOKEN_VARIABLE: Final = "PIBRIDGE_TOKEN"
 #: Where the MoQ transport's connector is looked up when none is given.
 CONNECTOR_PATH: Final = "pibridge.attach.transport:connect"
 EXIT_USAGE: Final = 2
+#: Longest wait for remaining output to reach the terminal after the session ended.
+FLUSH_TIMEOUT: Final = 5.0
 
 
 @frozen
@@ -249,6 +251,11 @@ async def run_pty(
                 client.connection_lost(f"could not attach: {e}")
             attaching.clear()
             outcome = await client.finished
+            # The program's last output (its own clean-up sequences) goes out
+            # before the resets; a terminal stuck on XOFF must not hang the exit.
+            await (
+                terminal.when_closed().addTimeout(FLUSH_TIMEOUT, reactor).addErrback(lambda _: None)
+            )
     finally:
         signal.signal(signal.SIGWINCH, previous_winch)
     return outcome

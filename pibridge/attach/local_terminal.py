@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import attrs
 from attrs import define
+from twisted.internet import defer
 from twisted.internet._posixstdio import StandardIO
 from twisted.internet.interfaces import IPushProducer, IReactorFDSet
 from twisted.internet.protocol import Protocol as TwistedProtocol
@@ -71,7 +72,7 @@ class _StdioForwarder(TwistedProtocol):
         self._terminal._input(data)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
-        self._terminal._input_closed()
+        self._terminal._connection_lost()
 
 
 @define(eq=False)
@@ -86,6 +87,8 @@ class StdioTerminal:
     _on_input_closed: Callable[[], None] | None = attrs.field(init=False, default=None)
     _output_producer: IPushProducer | None = attrs.field(init=False, default=None)
     _early_output: list[bytes] = attrs.field(init=False, factory=list)
+    _closed: bool = attrs.field(init=False, default=False)
+    _close_waiters: list[defer.Deferred[None]] = attrs.field(init=False, factory=list)
 
     def start(self, on_input: Callable[[bytes], None], on_input_closed: Callable[[], None]) -> None:
         self._on_input = on_input
@@ -103,10 +106,22 @@ class StdioTerminal:
         if self._on_input is not None:
             self._on_input(data)
 
-    def _input_closed(self) -> None:
+    def _connection_lost(self) -> None:
+        self._closed = True
         if self._on_input_closed is not None:
             callback, self._on_input_closed = self._on_input_closed, None
             callback()
+        waiters, self._close_waiters = self._close_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def when_closed(self) -> defer.Deferred[None]:
+        """Fires once `stop` has flushed every byte written (or stdio closed on its own)."""
+        if self._closed or self._stdio is None:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._close_waiters.append(waiter)
+        return waiter
 
     def write_output(self, data: bytes) -> None:
         if self._stdio is None:
@@ -136,9 +151,10 @@ class StdioTerminal:
             self._stdio.unregisterProducer()
 
     def stop(self) -> None:
-        if self._stdio is not None:
-            self._on_input_closed = None
-            self._stdio.pauseProducing()
+        """Stop reading; flush what is written, then let go of stdin and stdout."""
+        self._on_input_closed = None
+        if self._stdio is not None and not self._closed:
+            self._stdio.loseConnection()
 
 
 @implementer(IPushProducer)
