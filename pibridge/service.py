@@ -112,7 +112,7 @@ def build_agent_runtime(
     """pi as both faces run it, and the offline model that stands in for a provider."""
     state_dir: Path = config["state-dir"]
     state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    offline = OfflineModelService(reactor, state_dir)
+    offline = None if config.get("no-offline-model") else OfflineModelService(reactor, state_dir)
     runtime = AgentRuntime(
         pi_command=shlex.split(config["pi-command"]),
         workspace=config["workspace"],

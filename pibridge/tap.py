@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from pibridge import __version__
+from pibridge.agent.credentials import parse_model
 
 log = Logger()
 
@@ -186,6 +187,7 @@ class Options(usage.Options):
     ]
     optFlags = [
         ["no-sandbox", None, "Run pi's shell without bwrap confinement"],
+        ["no-offline-model", None, "Never fall back to the built-in offline model"],
         ["debug-bytes", None, "Log terminal bytes (redacted); off by default"],
         ["json-logs", None, "Write log lines as JSON"],
     ]
@@ -211,6 +213,14 @@ class Options(usage.Options):
             self["access-token"] = env.get("PIBRIDGE_ACCESS_TOKEN") or None
         if self["model"] is None:
             self["model"] = env.get("PI_SERVICE_MODEL") or None
+            what = "PI_SERVICE_MODEL"
+        else:
+            what = "--model"
+        if self["model"] is not None:
+            try:
+                parse_model(self["model"])
+            except ValueError as e:
+                raise usage.UsageError(f"{what}: {e}") from None
         if self["relay"] is not None:
             self["relay"] = parse_relay_url(self["relay"])
         self["workspace"] = Path(self["workspace"] or os.getcwd()).resolve()

@@ -124,3 +124,27 @@ def test_missing_workspace_is_refused(tmp_path: Path) -> None:
 def test_missing_secrets_dir_is_refused(tmp_path: Path) -> None:
     with pytest.raises(usage.UsageError, match=r"--secrets-dir: .* is not a directory"):
         parse(["--workspace", str(tmp_path), "--secrets-dir", str(tmp_path / "no")])
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "start"),
+    [
+        (["--model", "claude"], {}, "--model: model must be given as provider/id"),
+        ([], {"PI_SERVICE_MODEL": "nope"}, "PI_SERVICE_MODEL: model must be given as provider/id"),
+    ],
+)
+def test_models_are_provider_slash_id(
+    tmp_path: Path, argv: list[str], environ: dict[str, str], start: str
+) -> None:
+    with pytest.raises(usage.UsageError) as raised:
+        parse(["--workspace", str(tmp_path), *argv], environ)
+    assert str(raised.value).startswith(start)
+
+
+def test_a_non_pi_program_runs_in_terminals_while_chat_keeps_pi(tmp_path: Path) -> None:
+    options = parse(["--workspace", str(tmp_path), "--pi-command", "bash --norc"])
+    assert options["terminal-command"] == "bash --norc"
+    assert options["pi-command"].endswith("pi")
+    options = parse(["--workspace", str(tmp_path), "--pi-command", "/opt/pi/bin/pi --verbose"])
+    assert options["terminal-command"] is None
+    assert options["pi-command"] == "/opt/pi/bin/pi --verbose"

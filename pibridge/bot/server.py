@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from pibridge.agent.runtime import AgentNotReady
 from pibridge.bot.channels import ControlChannel, PayloadChannel
 from pibridge.bot.session import TerminalSession
 from pibridge.moq.errors import SubscribeErrorCode
@@ -75,6 +76,10 @@ def session_id_of(namespace: tuple[bytes, ...]) -> str | None:
     return text
 
 
+class CannotStart(Exception):
+    """The session's program could not be spawned."""
+
+
 @attrs.define(eq=False)
 class TerminalBot:
     """Every terminal session of this bot, and the rules for who may reach them."""
@@ -124,15 +129,23 @@ class TerminalBot:
         identity = self.authority.verify(request.token)
         if identity.group != request.agent_group_id:
             raise Refused(RefusalReason.WRONG_OWNER, "the token is for another agent group")
+        session = self.sessions.get(request.session_id)
+        # What to run is decided before binding, so a bot that cannot start
+        # its program (pi not configured) refuses without keeping anything.
+        spec = self.spec_for(request) if session is None else None
         _, replaced = self.registry.open(request.session_id, identity, attachment)
         if isinstance(replaced, ClientAttachment):
             replaced.superseded()
-        session = self.sessions.get(request.session_id)
         if session is None:
+            assert spec is not None
             session = TerminalSession(
                 request.session_id, identity, self.reactor, self._finished, grace=self.grace
             )
-            session.start(self.reactor, self.spec_for(request), debug_io=self.debug_io)
+            try:
+                session.start(self.reactor, spec, debug_io=self.debug_io)
+            except OSError as e:
+                self.registry.release(request.session_id)
+                raise CannotStart(f"the program could not be started: {e.strerror}") from None
             self.sessions[request.session_id] = session
         return session
 
@@ -254,6 +267,9 @@ class ClientAttachment:
             session = self.bot.accept(self, request)
         except Refused as refused:
             self._refuse(str(refused.reason), str(refused))
+            return
+        except (AgentNotReady, CannotStart) as problem:
+            self._refuse("not_ready", str(problem))
             return
         self.session = session
         self._publish()

@@ -47,7 +47,7 @@ def spec_factory(config: Mapping[str, Any], runtime: AgentRuntime) -> Callable[[
         return PtySpec(
             invocation.argv,  # type: ignore[arg-type]
             invocation.cwd,
-            request.term,
+            invocation.env.get("TERM", "xterm-256color"),
             request.cols,
             request.rows,
             env,
