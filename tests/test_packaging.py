@@ -46,6 +46,7 @@ def test_twistd_lists_pibridge_after_a_real_install(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "twisted/plugins/pibridge_plugin.py" in names
     assert "twisted/plugins/__init__.py" not in names
+    assert "pibridge/agent/workspace_guard.js" in names, "pi refuses to start without its guard"
 
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
@@ -71,3 +72,11 @@ def test_twistd_lists_pibridge_after_a_real_install(tmp_path: Path) -> None:
         timeout=30,
     )
     assert found.stdout.startswith(str(site)), "the wheel, not the checkout, must be tested"
+
+
+def test_attach_command_has_real_help() -> None:
+    attach = Path(sys.executable).with_name("pibridge-attach")
+    result = subprocess.run([str(attach), "--help"], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert "usage: pibridge-attach" in result.stdout
+    assert "--relay" in result.stdout
