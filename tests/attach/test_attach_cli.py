@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import select
 import signal
@@ -186,3 +187,38 @@ def test_signal_restores_sends_close_and_exits(signum: int) -> None:
             run.process.kill()
     run.assert_restored()
     assert b"bot got close user_exit" in run.output
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ"),
+    [
+        (["--ui", "rpc", "--session", SID, "--token", "t", "bot:4443"], {}),
+        (
+            ["--session", SID, "--token", "t", "--base-url", "http://bot:8080", "bot"],
+            {"PIBRIDGE_UI_MODE": "rpc"},
+        ),
+    ],
+)
+def test_rpc_ui_mode_runs_the_chat_view(argv: list[str], environ: dict[str, str]) -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROGRAM.with_name("attach_rpc_program.py")), *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, **environ},
+    )
+    assert result.returncode == 7, result.stderr
+    call = json.loads(result.stderr.strip().splitlines()[-1])
+    assert call == {"base_url": "http://bot:8080", "session_id": SID, "token": "t"}
+
+
+def test_without_a_terminal_pty_mode_explains_itself() -> None:
+    result = subprocess.run(
+        [sys.executable, str(PROGRAM), "--token", TOKEN, "bot"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 2
+    assert "must be a terminal" in result.stderr

@@ -414,3 +414,15 @@ def test_spawn_sets_size_before_starting_and_passes_term_and_lang(tmp_path: Path
     assert host.pid == 4242
     os.close(reactor.masters[0])
     assert PtySpec(["x"], "/", "xterm", 1, 1).environment() == {"LANG": "C.UTF-8", "TERM": "xterm"}
+
+
+@pytest_twisted.ensureDeferred
+async def test_terminate_reaps_a_flooding_program_while_output_is_paused(tmp_path: Path) -> None:
+    host, sink = _spawn(["yes"], tmp_path)
+    await sink.wait_for(lambda data: len(data) > 64 * 1024)
+    host.pauseProducing()
+    status = await host.terminate(grace=0.2).addTimeout(10, _reactor())
+    assert status.signal in (signal.SIGHUP, signal.SIGTERM, signal.SIGKILL)
+    assert [pid for pid, state in processes_in_group(host.pid) if state != "Z"] == []
+    host.write_input(b"ignored after the end")
+    host.resize(10, 10)
