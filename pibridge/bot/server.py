@@ -11,10 +11,12 @@ and resize tracks. Each track is one Twisted protocol (see ``channels``).
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import attrs
+from nacl.public import PrivateKey
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IPushProducer
 from twisted.logger import Logger
@@ -28,6 +30,7 @@ from pibridge.moq.errors import SubscribeErrorCode
 from pibridge.moq.filters import AbsoluteStart
 from pibridge.moq.publisher import Refusal, SubscribeRequest, TrackPublisher, TrackRegistry
 from pibridge.moq.session import MoqSession, NamespaceAnnouncement
+from pibridge.seal.box import Channel, SealedLink, SealError
 from pibridge.terminal import control
 from pibridge.terminal.auth import RefusalReason, Refused, SessionRegistry, TokenAuthority
 from pibridge.terminal.control import (
@@ -49,6 +52,10 @@ log = Logger()
 
 NAMESPACE_ROOT = b"pibridge"
 CLIENT_MARK = b"client"
+#: Client keys remembered to refuse replayed relay-mode opens.
+MAX_REMEMBERED_CLIENT_KEYS = 65536
+#: Objects that fail to open before a relay-mode attach is ended.
+MAX_SEAL_FAILURES = 16
 #: How long a refused client may stay connected to read why.
 REFUSED_LINGER = 10.0
 #: Largest stdout object; a reattach replay is cut into pieces of this size.
@@ -92,8 +99,11 @@ class TerminalBot:
     heartbeat_timeout: float = 20.0
     max_sessions: int = 64
     debug_io: bool = False
+    #: The bot's long-term key; clients pin it, and relay-mode objects are sealed to it.
+    identity: PrivateKey | None = None
     registry: SessionRegistry = attrs.field(init=False)
     sessions: dict[str, TerminalSession] = attrs.field(factory=dict, init=False)
+    _seen_client_keys: OrderedDict[bytes, None] = attrs.field(factory=OrderedDict, init=False)
     attachments: set[ClientAttachment] = attrs.field(factory=set, init=False)
     refusals: dict[str, int] = attrs.field(factory=dict, init=False)
 
@@ -113,14 +123,38 @@ class TerminalBot:
         return session
 
     def namespace_seen(self, announcement: NamespaceAnnouncement) -> None:
+        """A client namespace appeared on a direct connection."""
+        self._client_appeared(announcement, relayed=False)
+
+    def relayed_namespace_seen(self, announcement: NamespaceAnnouncement) -> None:
+        """A client namespace appeared on the relay: it may be for another bot."""
+        self._client_appeared(announcement, relayed=True)
+
+    def _client_appeared(self, announcement: NamespaceAnnouncement, *, relayed: bool) -> None:
         if not announcement.active:
             return
         session_id = session_id_of(announcement.namespace)
         if session_id is None:
             return
-        attachment = ClientAttachment(self, announcement.session, session_id)
+        if any(
+            existing.moq is announcement.session
+            and existing.session_id == session_id
+            and not existing.ended
+            for existing in self.attachments
+        ):
+            return
+        attachment = ClientAttachment(self, announcement.session, session_id, relayed=relayed)
         self.attachments.add(attachment)
         attachment.start()
+
+    def fresh_client_key(self, key: bytes) -> bool:
+        """Each attach seals under a new client key; a key seen before is a replay."""
+        if key in self._seen_client_keys:
+            return False
+        self._seen_client_keys[key] = None
+        while len(self._seen_client_keys) > MAX_REMEMBERED_CLIENT_KEYS:
+            self._seen_client_keys.popitem(last=False)
+        return True
 
     # -- sessions -----------------------------------------------------------------------
 
@@ -185,15 +219,97 @@ class ClientAttachment:
     ended: bool = False
     refused: bool = False
     linger: IDelayedCall | None = None
+    #: Through a relay: the MoQ session is shared and every payload is sealed.
+    relayed: bool = False
+    seal: SealedLink | None = None
+    subscriptions: list[Any] = attrs.field(factory=list)
+    published: bool = False
 
     def start(self) -> None:
-        self.moq.subscribe(
-            client_namespace(self.session_id),
-            "control",
-            ControlChannel(self.control_received, self.control_lost),
-            start=AbsoluteStart(0, 0),
-        ).addErrback(self._subscribe_failed, "control")
+        self._subscribe("control", self._control_object, self.control_lost, AbsoluteStart(0, 0))
         self.moq.whenClosed().addCallback(self._moq_closed)
+
+    def _subscribe(
+        self,
+        track: str,
+        received: Callable[[bytes], None],
+        lost: Callable[[Failure], None],
+        start: AbsoluteStart,
+    ) -> Deferred[Any]:
+        channel = (
+            ControlChannel(received, lost) if track == "control" else PayloadChannel(received, lost)
+        )
+        subscribing = self.moq.subscribe(
+            client_namespace(self.session_id), track, channel, start=start
+        )
+        subscribing.addCallback(self._subscribed)
+        subscribing.addErrback(self._subscribe_failed, track)
+        return subscribing
+
+    def _subscribed(self, subscription: Any) -> Any:
+        if self.ended:
+            subscription.loseConnection()
+        else:
+            self.subscriptions.append(subscription)
+        return subscription
+
+    # -- sealing (relay mode) ------------------------------------------------------------
+
+    def _control_object(self, payload: bytes) -> None:
+        if self.relayed and self.seal is None and not self._begin_seal(payload):
+            return
+        opened = self._unseal(Channel.CONTROL, payload)
+        if opened is not None:
+            self.control_received(opened)
+
+    def _begin_seal(self, first: bytes) -> bool:
+        if self.bot.identity is None:
+            self._end_link()
+            return False
+        try:
+            self.seal = SealedLink.for_bot(self.bot.identity, first)
+        except SealError as e:
+            # Most often a client of another bot on the same relay: not ours to answer.
+            log.debug("relay client {sid} is not ours: {why}", sid=self.session_id, why=str(e))
+            self._end_link()
+            return False
+        if not self.bot.fresh_client_key(bytes(self.seal.client_key)):
+            self.bot.refused("replayed_open")
+            log.warn("refused a replayed open for terminal session {sid}", sid=self.session_id)
+            self._end_link()
+            return False
+        return True
+
+    def _unseal(self, channel: Channel, payload: bytes) -> bytes | None:
+        if not self.relayed:
+            return payload
+        if self.seal is None:
+            return None
+        try:
+            return self.seal.open(channel, payload)
+        except SealError as e:
+            self.bot.refused("seal_failure")
+            log.warn(
+                "dropped an object of terminal session {sid} that did not open: {why}",
+                sid=self.session_id,
+                why=str(e),
+            )
+            if self.seal.failures >= MAX_SEAL_FAILURES:
+                self.send_control(
+                    Close(
+                        self.session_id,
+                        CloseReason.PROTOCOL_ERROR,
+                        message="too many objects failed to open",
+                    )
+                )
+                self._gone("seal_failures")
+            return None
+
+    def _sealed(self, channel: Channel, payload: bytes) -> bytes:
+        if not self.relayed:
+            return payload
+        assert self.seal is not None
+        return self.seal.seal(channel, payload)
 
     # -- from the client ---------------------------------------------------------------
 
@@ -231,10 +347,15 @@ class ClientAttachment:
             self.resize_received(message)
 
     def stdin_received(self, payload: bytes) -> None:
-        if self.session is not None and self._still_bound():
-            self.session.input(payload)
+        opened = self._unseal(Channel.STDIN, payload)
+        if opened is not None and self.session is not None and self._still_bound():
+            self.session.input(opened)
 
     def resize_payload_received(self, payload: bytes) -> None:
+        opened = self._unseal(Channel.RESIZE, payload)
+        if opened is None:
+            return
+        payload = opened
         try:
             message = control.parse(payload, expect=(Resize,))
         except ParseError as e:
@@ -273,16 +394,11 @@ class ClientAttachment:
             return
         self.session = session
         self._publish()
-        namespace = client_namespace(self.session_id)
         start = AbsoluteStart(self.epoch, 0)
-        stdin = PayloadChannel(self.stdin_received, self._data_track_lost)
-        self.moq.subscribe(namespace, "stdin", stdin, start=start).addCallbacks(
-            self._stdin_subscribed, self._subscribe_failed, errbackArgs=("stdin",)
+        self._subscribe("stdin", self.stdin_received, self._data_track_lost, start).addCallback(
+            self._stdin_subscribed
         )
-        resize = PayloadChannel(self.resize_payload_received, self._data_track_lost)
-        self.moq.subscribe(namespace, "resize", resize, start=start).addErrback(
-            self._subscribe_failed, "resize"
-        )
+        self._subscribe("resize", self.resize_payload_received, self._data_track_lost, start)
         session.attach(self, request)
         self.heartbeat = Heartbeat(
             self.bot.reactor,
@@ -301,6 +417,8 @@ class ClientAttachment:
         )
 
     def _stdin_subscribed(self, subscription: Any) -> None:
+        if subscription is None or self.ended:
+            return
         if self.session is not None and self.session.host is not None:
             # The PTY's input queue pauses the stdin track, and through QUIC
             # flow control the client's stdin reader, when the program is slow.
@@ -320,9 +438,12 @@ class ClientAttachment:
             self.stdout.startGroup(self.epoch)
             self.stdout.registerProducer(_LinkPressure(self), True)
             self.moq.tracks.add(self.stdout)
+        self.published = True
         self.moq.publishNamespace(namespace).addErrback(self._publish_failed)
 
     def _only_this_client(self, request: SubscribeRequest) -> Refusal | None:
+        # Direct: only the bound client's connection. Through a relay every
+        # subscriber is the relay; what it forwards is sealed for the client.
         if request.session is not self.moq or self.ended:
             self.bot.refused("subscribe_not_bound_client")
             log.warn(
@@ -335,6 +456,11 @@ class ClientAttachment:
     def _refuse(self, reason: str, message: str) -> None:
         self.bot.refused(reason)
         log.warn("refused terminal open for {sid}: {reason}", sid=self.session_id, reason=message)
+        if self.relayed and self._someone_else_attached():
+            # The namespace belongs to a live attach on this relay connection;
+            # the refused party (most likely a replay or a forgery) hears nothing.
+            self._end_link()
+            return
         self._publish(only_refusal=True)
         self.send_control(Error("refused", message, session_id=self.session_id))
         self.send_control(Close(self.session_id, CloseReason.REFUSED, message=message))
@@ -343,9 +469,19 @@ class ClientAttachment:
         self.refused = True
         self.linger = self.bot.reactor.callLater(REFUSED_LINGER, self._cut_off)
 
+    def _someone_else_attached(self) -> bool:
+        return any(
+            other is not self
+            and other.moq is self.moq
+            and other.session_id == self.session_id
+            and other.published
+            and not other.ended
+            for other in self.bot.attachments
+        )
+
     def _cut_off(self) -> None:
         self.linger = None
-        if not self.moq.isClosed:
+        if not self.relayed and not self.moq.isClosed:
             self.moq.close(reason="terminal open refused")
         self._end_link()
 
@@ -353,13 +489,14 @@ class ClientAttachment:
 
     def send_control(self, message: Message) -> None:
         if self.control_out is not None and not self.control_out.ended:
-            self.control_out.write(control.serialize(message))
+            self.control_out.write(self._sealed(Channel.CONTROL, control.serialize(message)))
 
     def send_output(self, data: bytes) -> None:
         if self.stdout is None or self.stdout.ended:
             return
         for start in range(0, len(data), MAX_OUTPUT_OBJECT):
-            self.stdout.write(data[start : start + MAX_OUTPUT_OBJECT])
+            piece = data[start : start + MAX_OUTPUT_OBJECT]
+            self.stdout.write(self._sealed(Channel.STDOUT, piece))
 
     def end(self) -> None:
         self._end_link()
@@ -386,7 +523,8 @@ class ClientAttachment:
         log.info("terminal session {sid}: heartbeat lost", sid=self.session_id)
         self.send_control(Close(self.session_id, CloseReason.HEARTBEAT_TIMEOUT))
         self._gone(reason)
-        self.moq.close(reason="heartbeat timeout")
+        if not self.relayed:
+            self.moq.close(reason="heartbeat timeout")
 
     def _data_track_lost(self, reason: Failure) -> None:
         pass
@@ -412,6 +550,16 @@ class ClientAttachment:
             if track is not None:
                 track.unregisterProducer()
                 track.loseConnection()
+        for subscription in self.subscriptions:
+            if not subscription.ended:
+                subscription.loseConnection()
+        self.subscriptions.clear()
+        if not self.moq.isClosed:
+            for track in (self.control_out, self.stdout):
+                if track is not None:
+                    self.moq.tracks.remove(track)
+            if self.published:
+                self.moq.publishNamespaceDone(bot_namespace(self.session_id))
         self.bot.attachments.discard(self)
 
     def _protocol_error(self, message: str) -> None:
