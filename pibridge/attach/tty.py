@@ -53,9 +53,11 @@ def _write_all(fd: int, data: bytes) -> None:
 class RawTerminal:
     """Raw mode for ``input_fd`` with guaranteed restoration.
 
-    ``on_signal`` runs after the terminal is restored when one of
-    `RESTORING_SIGNALS` arrives (for instance to send a close and stop the
-    reactor); without it the process exits with ``128 + signal``.
+    When one of `RESTORING_SIGNALS` arrives, ``on_signal`` runs after the
+    line discipline is restored (for instance to send a close, flush and stop
+    the reactor, then leave the ``with`` block, which writes the resets);
+    without it the terminal is restored at once and the process exits with
+    ``128 + signal``.
     """
 
     input_fd: int = 0
@@ -66,6 +68,7 @@ class RawTerminal:
     _saved_flags: dict[int, int] = attrs.field(init=False, factory=dict)
     _saved_handlers: dict[int, Any] = attrs.field(init=False, factory=dict)
     _active: bool = attrs.field(init=False, default=False)
+    _line_restored: bool = attrs.field(init=False, default=False)
 
     @property
     def active(self) -> bool:
@@ -78,6 +81,7 @@ class RawTerminal:
         for fd in {self.input_fd, self.output_fd}:
             self._saved_flags[fd] = fcntl.fcntl(fd, fcntl.F_GETFL)
         self._active = True
+        self._line_restored = False
         atexit.register(self.restore)
         for signum in RESTORING_SIGNALS:
             self._saved_handlers[signum] = signal.signal(signum, self._signalled)
@@ -89,24 +93,33 @@ class RawTerminal:
         if not self._active:
             return
         self._active = False
+        self.restore_line_discipline()
         for fd, flags in self._saved_flags.items():
             with contextlib.suppress(OSError):
                 fcntl.fcntl(fd, fcntl.F_SETFL, flags)
         _write_all(self.output_fd, self.screen.reset_sequence() + TITLE_POP)
-        if self._saved_attributes is not None:
-            with contextlib.suppress(termios.error):
-                termios.tcsetattr(self.input_fd, termios.TCSADRAIN, self._saved_attributes)
         for signum, handler in self._saved_handlers.items():
             with contextlib.suppress(ValueError, TypeError):
                 signal.signal(signum, handler)
         self._saved_handlers.clear()
         atexit.unregister(self.restore)
 
+    def restore_line_discipline(self) -> None:
+        """Only the termios settings: echo, line editing and Ctrl-C work again at once."""
+        if self._saved_attributes is None or self._line_restored:
+            return
+        self._line_restored = True
+        with contextlib.suppress(termios.error):
+            termios.tcsetattr(self.input_fd, termios.TCSADRAIN, self._saved_attributes)
+
     def _signalled(self, signum: int, frame: FrameType | None) -> None:
-        self.restore()
         if self.on_signal is not None:
+            # The graceful path flushes the program's last output, then calls
+            # `restore`; the resets must come after that output, not before.
+            self.restore_line_discipline()
             self.on_signal(signum)
             return
+        self.restore()
         os._exit(128 + signum)
 
     def __enter__(self) -> RawTerminal:
