@@ -140,6 +140,7 @@ class ChatSession:
     _pending_prompt: str | None = None
     _idle_call: IDelayedCall | None = None
     _lifetime_call: IDelayedCall | None = None
+    _start_call: IDelayedCall | None = None
     _stop_waiters: list[defer.Deferred[None]] | None = None
     _stop_reason: ChatError | None = None
     _problem: str | None = None
@@ -246,12 +247,14 @@ class ChatSession:
             "session_timeout",
             "the session reached its time limit and was stopped",
         )
+        self._start_call = manager.clock.callLater(manager.start_timeout, self._start_timed_out)
         # pi would retry some model errors on its own after reporting the turn as ended;
         # a chat client gets the error at once instead and may send the prompt again.
         child.send({"type": "set_auto_retry", "enabled": False}).addErrback(lambda _: None)
         child.send({"type": "get_state"}).addCallbacks(self._ready, self._not_ready)
 
     def _ready(self, response: dict[str, Any]) -> None:
+        self._cancel_start()
         if self.state is not State.STARTING:
             return
         self._enter(Input.READY)
@@ -327,6 +330,7 @@ class ChatSession:
         self._stop_waiters = [waiting]
         self._stop_reason = reason or ChatError("stopped", "the session was stopped")
         self._enter(Input.STOP)
+        self._cancel_start()
         self._cancel_lifetime()
         if self.turn_open:
             self._pending_prompt = None
@@ -345,6 +349,22 @@ class ChatSession:
         self._idle_call = None if code == "idle_timeout" else self._idle_call
         log.info("chat session {id} stopped: {why}", id=self.id, why=code)
         self.stop(ChatError(code, message))
+
+    def _start_timed_out(self) -> None:
+        self._start_call = None
+        if self.state is not State.STARTING or self.child is None:
+            return
+        child = self.child
+        self._fail(
+            "pi_not_ready",
+            f"pi did not answer within {self.manager.start_timeout:g} seconds of starting",
+        )
+        self.manager.ending.end(child, group=self.manager.own_process_group)
+
+    def _cancel_start(self) -> None:
+        if self._start_call is not None and self._start_call.active():
+            self._start_call.cancel()
+        self._start_call = None
 
     def _arm_idle(self) -> None:
         self._idle_call = self.manager.clock.callLater(
@@ -378,6 +398,7 @@ class ChatSession:
             self.manager.ending.end(self.child, group=self.manager.own_process_group)
 
     def _on_exit(self, reason: Failure) -> None:
+        self._cancel_start()
         self._cancel_lifetime()
         self._cancel_idle()
         child, self.child = self.child, None
@@ -396,6 +417,7 @@ class ChatSession:
     def _fail(self, code: str, message: str) -> None:
         if self.state in RUNNING and self.state is not State.STOPPING:
             self._enter(Input.CRASHED)
+        self._cancel_start()
         self._cancel_lifetime()
         self._pending_prompt = None
         self._problem = self.manager.runtime.redact(message)
@@ -444,6 +466,7 @@ class ChatManager(Service):
     max_sessions: int = 8
     idle_timeout: float = 1800.0
     session_timeout: float = 14400.0
+    start_timeout: float = 60.0
     log_events: int = DEFAULT_LOG_EVENTS
     max_line: int = DEFAULT_MAX_LINE
     own_process_group: bool = True

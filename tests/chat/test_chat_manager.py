@@ -109,6 +109,20 @@ def test_create_spawns_pi_in_the_workspace_on_its_own_session_file(
     assert manager.listing()[0]["title"] == "first"
 
 
+def test_a_pi_that_never_answers_fails_its_session_after_the_start_timeout(
+    manager: ChatManager, spawner: FakeSpawner, clock: MemoryReactorClock
+) -> None:
+    spawner.answer_commands = False
+    session = manager.create()
+    session.begin_turn("anyone there?")
+    clock.advance(manager.start_timeout)
+    assert session.state is State.FAILED
+    last = session.log.since(0).events[-1]
+    assert last.kind == "error" and last.data["code"] == "pi_not_ready"
+    assert spawner.processes[0].stdin_closed
+    assert manager.running_count == 0
+
+
 def test_a_prompt_during_startup_is_held_until_pi_is_ready(
     manager: ChatManager, spawner: FakeSpawner
 ) -> None:
