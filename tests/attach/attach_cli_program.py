@@ -1,7 +1,7 @@
 """Runs pibridge-attach's main with an in-memory bot; driven by test_attach_cli.py in a PTY.
 
 The fake bot echoes each stdin object as hex, reports resizes, ends with
-exit status 5 on "q", and drops the connection on "x".
+exit status 5 on "q", refuses the session on "r" and drops the connection on "x".
 """
 
 from __future__ import annotations
@@ -31,6 +31,11 @@ class EchoBot:
             self.reactor.callLater(
                 0, self.client.control_received, control.Close(sid, "remote_exit", exit_code=5)
             )
+        elif data == b"r":
+            refusal = control.Close(
+                self.client.session_id, "refused", message="the token has expired"
+            )
+            self.reactor.callLater(0, self.client.control_received, refusal)
         elif data == b"x":
             self.reactor.callLater(0, self.client.connection_lost, "the connection closed")
         else:

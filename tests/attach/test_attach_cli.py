@@ -162,17 +162,27 @@ def test_attach_session_end_to_end_in_a_pty() -> None:
     assert b"remote program exited with status 5" in run.output
 
 
-def test_connection_loss_restores_and_exits_255() -> None:
+@pytest.mark.parametrize(
+    ("key", "code", "message"),
+    [
+        (b"x", 255, b"the connection closed"),
+        (b"r", 77, b"the bot refused the session: the token has expired"),
+    ],
+    ids=["network-loss", "refusal"],
+)
+def test_connection_loss_and_refusal_restore_and_exit(
+    key: bytes, code: int, message: bytes
+) -> None:
     run = PtyRun()
     try:
         run.read_until(b"hello")
-        os.write(run.master, b"x")
-        assert run.finish() == 255
+        os.write(run.master, key)
+        assert run.finish() == code
     finally:
         if run.process.poll() is None:
             run.process.kill()
     run.assert_restored()
-    assert b"the connection closed" in run.output
+    assert message in run.output
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
