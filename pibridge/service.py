@@ -21,6 +21,7 @@ from pibridge import __version__
 from pibridge.agent.offline_model import OfflineModelService
 from pibridge.agent.runtime import AgentRuntime
 from pibridge.bot.service import build_terminal
+from pibridge.chat.wiring import build_chat
 from pibridge.web.access import AccessGuard, AccessPolicy
 from pibridge.web.app import HttpApi
 
@@ -132,7 +133,9 @@ def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
     if offline is not None:
         offline.setServiceParent(root)
     build_terminal(config, reactor, runtime).setServiceParent(root)
-    api = HttpApi(config=config)
+    chat = build_chat(config, reactor, runtime)
+    chat.setServiceParent(root)
+    api = HttpApi(config=config, chat=chat)
     access = AccessPolicy.for_state_dir(config["state-dir"], config.get("access-token"))
     site = QuietSite(AccessGuard(api.app.resource(), access))
     HttpService(reactor, config["http"], site, access).setServiceParent(root)

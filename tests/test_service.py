@@ -67,3 +67,36 @@ def test_http_face_needs_the_printed_token(tmp_path: Path) -> None:
             assert signed_in.headers["location"] == "/"
         with opener.open(server.url + "api/capabilities", timeout=10) as response:
             assert json.load(response)["features"]["pi"] is True
+
+
+def test_chat_through_the_running_service(tmp_path: Path) -> None:
+    """The default service answers a chat prompt with the offline model, keys held server-side."""
+    with running_server(tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+        create = urllib.request.Request(
+            server.url + "api/sessions/create", data=b"{}", headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(create, timeout=60) as response:
+            assert response.status == 201
+            session = json.load(response)["session"]
+        stream = urllib.request.Request(
+            server.url + f"api/sessions/{session['id']}/stream",
+            data=json.dumps({"message": "hello pibridge"}).encode(),
+            headers=headers,
+            method="POST",
+        )
+        kinds: list[str] = []
+        text = ""
+        with urllib.request.urlopen(stream, timeout=90) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            for raw in response:
+                line = raw.decode().rstrip("\n")
+                if line.startswith("event: "):
+                    kinds.append(line[len("event: ") :])
+                elif line.startswith("data: ") and kinds and kinds[-1] == "delta":
+                    text += json.loads(line[len("data: ") :])["text"]
+                if kinds and kinds[-1] in ("done", "error") and line == "":
+                    break
+        assert kinds[0] == "session"
+        assert kinds[-1] == "done"
+        assert "You said: hello pibridge" in text
