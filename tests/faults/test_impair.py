@@ -294,3 +294,32 @@ async def test_relay_cut_and_restore_with_counters(reactor: Any, make_relay: Any
     finally:
         for port in (server_port, client_port):
             await port.stopListening()
+
+
+async def arrivals_through_relay(reactor: Any, make_relay: Any, seed: int) -> list[bytes]:
+    """200 numbered datagrams through a fresh relay with ``seed``: what reached the server."""
+    server = Peer()
+    server_port = reactor.listenUDP(0, server, interface="127.0.0.1")
+    client_port = reactor.listenUDP(0, Peer(), interface="127.0.0.1")
+    try:
+        relay: ImpairmentRelay = make_relay(server_port.getHost().port, seed=seed)
+        relay.set(upstream=LinkConditions(loss=0.3, duplicate=0.1))
+        for number in range(200):
+            client_port.write(number.to_bytes(4, "big"), relay.address)
+        await relay.upstream.received_at_least(200).addTimeout(WAIT, reactor)
+        counters = relay.upstream.counters
+        await server.count(counters.forwarded + relay.upstream.in_flight, reactor)
+        assert counters.lost > 0 and counters.duplicated > 0
+        return [data for data, _ in server.received]
+    finally:
+        for port in (server_port, client_port):
+            await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_decisions_repeat_with_the_seed(reactor: Any, make_relay: Any) -> None:
+    first = await arrivals_through_relay(reactor, make_relay, seed=11)
+    again = await arrivals_through_relay(reactor, make_relay, seed=11)
+    other = await arrivals_through_relay(reactor, make_relay, seed=12)
+    assert first == again
+    assert first != other

@@ -232,10 +232,12 @@ async def rebind_mid_transfer(
     identity: TlsIdentity,
     size: int,
     rebinds: int,
+    conditions: LinkConditions = LONG_LINK,
+    deadline: float = 30.0,
 ) -> None:
     port, factory = echo_server
     relay = make_relay(port_number(port), seed=3)
-    relay.set(both=LONG_LINK)
+    relay.set(both=conditions)
     old_address: list[tuple[str, int]] = []
     thresholds = [size * (i + 1) // (rebinds + 2) for i in range(rebinds)]
     seen: list[int] = []
@@ -248,7 +250,7 @@ async def rebind_mid_transfer(
             seen.append(echoed)
 
     connection, handler, result = await transfer_through(
-        reactor, relay, identity, size, deadline=30.0, on_progress=on_progress
+        reactor, relay, identity, size, deadline=deadline, on_progress=on_progress
     )
     assert result.intact, result
     assert relay.rebinds == rebinds
@@ -274,3 +276,22 @@ async def test_repeated_rebinding_mid_transfer(
     reactor: Any, echo_server: Any, make_relay: MakeRelay, identity: TlsIdentity
 ) -> None:
     await rebind_mid_transfer(reactor, echo_server, make_relay, identity, 4 * MIB, rebinds=5)
+
+
+@pytest.mark.faults_long
+@pytest.mark.timeout(300)
+@pytest_twisted.ensureDeferred
+async def test_rebinding_on_a_bad_link(
+    reactor: Any, echo_server: Any, make_relay: MakeRelay, identity: TlsIdentity
+) -> None:
+    """Path validation must survive lost PATH_CHALLENGE/RESPONSE frames."""
+    await rebind_mid_transfer(
+        reactor,
+        echo_server,
+        make_relay,
+        identity,
+        512 * KIB,
+        rebinds=4,
+        conditions=BAD_LINK,
+        deadline=200.0,
+    )
