@@ -253,7 +253,8 @@ class QuicConnectionTransport:
         if self.state is ConnectionState.CLOSED:
             return
         # A deadline served early (within the reactor's resolution) counts as reached.
-        self._clock = max(self._clock, self._timerDue)
+        due = min(self._timerDue, self._reactor.seconds() + _REACTOR_RESOLUTION)
+        self._clock = max(self._clock, due)
         self._quic.handle_timer(now=self._now())
         self._processEvents()
         self._transmit()
@@ -329,13 +330,15 @@ class QuicConnectionTransport:
             return
         if self.state is ConnectionState.CLOSED:
             return
+        if timer is not None and abs(self._timerDue - when) <= _TIMER_SLACK:
+            return
         self._timerDue = when
-        delay = when - self._now()
+        delay = when - self._reactor.seconds()
         if delay < _REACTOR_RESOLUTION:
             delay = 0.0
         if timer is None:
             self._timer = self._reactor.callLater(delay, self._timerFired)
-        elif abs(timer.getTime() - when) > _TIMER_SLACK and (delay or timer.getTime() > when):
+        else:
             timer.reset(delay)
 
     # --- event handlers ---------------------------------------------------
