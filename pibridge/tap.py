@@ -175,6 +175,13 @@ class Options(usage.Options):
         ],
         ["public-url", None, None, "URL clients use to reach the HTTP API [default from --http]"],
         [
+            "relay-fingerprint",
+            None,
+            None,
+            "With --relay: the relay certificate's SHA-256 fingerprint "
+            "[default: trust on first use]",
+        ],
+        [
             "access-token",
             None,
             None,

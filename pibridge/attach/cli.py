@@ -27,6 +27,7 @@ from twisted.internet import defer
 from pibridge.attach.client import EXIT_CONNECTION, Outcome, TerminalClient
 from pibridge.attach.local_terminal import StdioTerminal
 from pibridge.attach.tty import RawTerminal
+from pibridge.seal.box import parse_public_key
 
 DEFAULT_PORT: Final = 4443
 DEFAULT_HTTP_PORT: Final = 8080
@@ -52,6 +53,7 @@ class AttachOptions:
     relay: str | None = None
     known_hosts: Path | None = None
     fingerprint: str | None = None
+    bot_key: str | None = None
     base_url: str | None = None
     new_session: bool = True
 
@@ -88,7 +90,10 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "target", metavar="HOST[:PORT]", help=f"the bot (MoQ port, default {DEFAULT_PORT})"
+        "target",
+        nargs="?",
+        metavar="HOST[:PORT]",
+        help=f"the bot (MoQ port, default {DEFAULT_PORT}); not needed with --relay",
     )
     credential = parser.add_mutually_exclusive_group()
     credential.add_argument("--token", help="the session token (visible in ps; prefer a file)")
@@ -103,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
         "--relay",
         metavar="moqt://HOST:PORT",
         help="reach the bot through this MoQ relay instead of directly",
+    )
+    parser.add_argument(
+        "--bot-key",
+        metavar="pibridge-bot-...",
+        help="with --relay: the bot's identity key (its log and /api/capabilities show it); "
+        "everything is sealed to it, so the relay sees nothing",
     )
     parser.add_argument(
         "--known-hosts",
@@ -144,6 +155,13 @@ def _split_target(target: str) -> tuple[str, int]:
     return host, int(port_text)
 
 
+def _relay_address(url: str) -> tuple[str, int]:
+    scheme, _, rest = url.partition("://")
+    if scheme not in ("moqt", "moq") or not rest:
+        raise UsageProblem(f"--relay: {url!r} should be a moqt://HOST:PORT URL")
+    return _split_target(rest.rstrip("/"))
+
+
 def _group_from_token(token: str) -> str | None:
     """The group the token names (read, not verified: the bot verifies)."""
     try:
@@ -157,7 +175,12 @@ def _group_from_token(token: str) -> str | None:
 def parse_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> AttachOptions:
     """Options from the command line and environment; `UsageProblem` says what is wrong."""
     arguments = _parser().parse_args(argv)
-    host, port = _split_target(arguments.target)
+    if arguments.relay is not None:
+        host, port = _relay_address(arguments.relay)
+    elif arguments.target is None:
+        raise UsageProblem("say which bot: HOST[:PORT], or --relay moqt://HOST:PORT --bot-key KEY")
+    else:
+        host, port = _split_target(arguments.target)
     if arguments.token_file is not None:
         try:
             token = arguments.token_file.read_text().strip()
@@ -181,6 +204,13 @@ def parse_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> AttachOp
         raise UsageProblem("--group is needed (the token names none)")
     if arguments.relay is not None and not arguments.relay.startswith(("moqt://", "moq://")):
         raise UsageProblem(f"--relay: {arguments.relay!r} should be a moqt://HOST:PORT URL")
+    if arguments.relay is not None and ui == "pty" and not arguments.bot_key:
+        raise UsageProblem("--relay needs --bot-key: a relay is not trusted with the session")
+    if arguments.bot_key is not None:
+        try:
+            parse_public_key(arguments.bot_key)
+        except ValueError as e:
+            raise UsageProblem(f"--bot-key: {e}") from None
     return AttachOptions(
         host=host,
         port=port,
@@ -192,6 +222,7 @@ def parse_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> AttachOp
         relay=arguments.relay,
         known_hosts=arguments.known_hosts,
         fingerprint=arguments.fingerprint,
+        bot_key=arguments.bot_key,
         base_url=arguments.base_url,
         new_session=arguments.session is None,
     )

@@ -24,11 +24,14 @@ from pibridge.bot.server import bot_namespace, client_namespace
 from pibridge.moq.filters import AbsoluteStart
 from pibridge.moq.publisher import Refusal, SubscribeRequest, TrackPublisher
 from pibridge.moq.session import MoqSession, NamespaceAnnouncement
+from pibridge.seal.box import Channel, SealedLink, SealError
 from pibridge.terminal import control
 from pibridge.terminal.control import Ack, Message, Open, ParseError, Resize
 
 log = Logger()
 
+#: Objects from the relay that fail to open before the attach gives up.
+MAX_SEAL_FAILURES = 16
 #: Acknowledge shown output at least this often (bytes).
 ACK_EVERY = 32 * 1024
 
@@ -47,6 +50,8 @@ class AttachLink:
     on_output: Callable[[bytes], None]
     on_control: Callable[[Message], None]
     on_lost: Callable[[str], None]
+    #: Through a relay: every payload sealed to the bot's pinned key.
+    seal: SealedLink | None = None
     control_out: TrackPublisher = attrs.field(init=False)
     stdin: TrackPublisher = attrs.field(init=False)
     resize: TrackPublisher = attrs.field(init=False)
@@ -76,14 +81,39 @@ class AttachLink:
 
     def start(self) -> None:
         """Publish our namespace with ``open`` queued on control; find the bot's namespace."""
-        self.control_out.write(control.serialize(self.request))
+        self.send_control(self.request)
         self.moq.publishNamespace(client_namespace(self.request.session_id)).addErrback(
             self._failed, "publishing our namespace"
         )
+        if self.seal is not None:
+            # Through a relay the bot's namespace is learnt by asking for it.
+            self.moq.subscribeNamespace(
+                bot_namespace(self.request.session_id), self.namespace_seen
+            ).addErrback(lambda failure: None)
         self.moq.whenClosed().addCallback(self._moq_closed)
+
+    def _unseal(self, channel: Channel, payload: bytes) -> bytes | None:
+        if self.seal is None:
+            return payload
+        try:
+            return self.seal.open(channel, payload)
+        except SealError as e:
+            log.warn("dropped an object from the relay that did not open: {why}", why=str(e))
+            if self.seal.failures >= MAX_SEAL_FAILURES and not self.closed:
+                self.on_lost("too many objects from the relay failed to open")
+            return None
+
+    def _sealed(self, channel: Channel, payload: bytes) -> bytes:
+        return payload if self.seal is None else self.seal.seal(channel, payload)
 
     def namespace_seen(self, announcement: NamespaceAnnouncement) -> None:
         """Hand this every announcement of the MoQ session (peer or relay)."""
+        if not announcement.active and announcement.namespace == bot_namespace(
+            self.request.session_id
+        ):
+            # The bot withdrew this attach's namespace: a later attach may announce it again.
+            self.subscribed = False
+            return
         if (
             announcement.active
             and not self.subscribed
@@ -110,6 +140,10 @@ class AttachLink:
     # -- from the bot -------------------------------------------------------------------
 
     def _control_received(self, payload: bytes) -> None:
+        opened = self._unseal(Channel.CONTROL, payload)
+        if opened is None:
+            return
+        payload = opened
         try:
             message = control.parse(payload)
         except ParseError as e:
@@ -120,7 +154,9 @@ class AttachLink:
         self.on_control(message)
 
     def _output_received(self, payload: bytes) -> None:
-        self.on_output(payload)
+        opened = self._unseal(Channel.STDOUT, payload)
+        if opened is not None:
+            self.on_output(opened)
 
     def shown_output(self, count: int) -> None:
         """The terminal took ``count`` more bytes; acknowledge them in batches."""
@@ -137,16 +173,16 @@ class AttachLink:
 
     def send_control(self, message: Message) -> None:
         if not self.control_out.ended:
-            self.control_out.write(control.serialize(message))
+            self.control_out.write(self._sealed(Channel.CONTROL, control.serialize(message)))
 
     def send_input(self, data: bytes) -> None:
         if data and not self.stdin.ended:
-            self.stdin.write(data)
+            self.stdin.write(self._sealed(Channel.STDIN, data))
 
     def send_resize(self, cols: int, rows: int) -> None:
         if not self.resize.ended:
             message = Resize(self.request.session_id, cols, rows)
-            self.resize.write(control.serialize(message))
+            self.resize.write(self._sealed(Channel.RESIZE, control.serialize(message)))
 
     def register_input_producer(self, producer: IPushProducer) -> None:
         """Pause ``producer`` (the local stdin reader) while the stdin track is full."""
@@ -168,7 +204,8 @@ class AttachLink:
         for track in (self.control_out, self.stdin, self.resize):
             track.unregisterProducer()
             track.loseConnection()
-        self.moq.close(reason="client done")
+        if not self.moq.isClosed:
+            self.moq.close(reason="client done")
 
     # -- failures -------------------------------------------------------------------------
 

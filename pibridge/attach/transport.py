@@ -1,5 +1,9 @@
 """How ``pibridge-attach`` reaches a bot: MoQ over QUIC, with automatic reattach.
 
+Directly, the QUIC certificate identifies the bot (pinned in known-hosts).
+Through a relay, the relay's certificate only identifies the relay; every
+payload is sealed to the bot's identity key given with ``--bot-key``.
+
 A dropped link is not the end of a session: the bot keeps the program for a
 grace window, so the client reconnects (with backoff, for a while) and resumes
 from the last byte it showed. Only when that fails, or the bot says the
@@ -22,6 +26,7 @@ from pibridge.attach.moq_link import AttachLink, new_epoch
 from pibridge.moq.endpoint import connectMoq
 from pibridge.moq.session import MoqSession, NamespaceAnnouncement
 from pibridge.quic.verification import PinnedFingerprintVerification, default_known_hosts_path
+from pibridge.seal.box import SealedLink, parse_public_key
 from pibridge.terminal import control
 
 log = Logger()
@@ -76,7 +81,11 @@ class Attachment:
         )
         resume = self.client.output_offset if self.attaches else None
         request = self.client.open_request(epoch=new_epoch(), resume_offset=resume)
-        link = AttachLink(moq, request, self._output, self._control, self._lost)
+        seal = None
+        if self.options.relay is not None:
+            assert self.options.bot_key is not None
+            seal = SealedLink.for_client(parse_public_key(self.options.bot_key))
+        link = AttachLink(moq, request, self._output, self._control, self._lost, seal=seal)
         holder.append(link)
         self.link = link
         self.attaches += 1

@@ -9,15 +9,19 @@ from pathlib import Path
 from typing import Any, cast
 
 import attrs
-from twisted.application.service import Service
+from twisted.application.service import MultiService
 from twisted.internet.defer import inlineCallbacks
 from twisted.logger import Logger
 
 from pibridge.agent.runtime import AgentRuntime
+from pibridge.bot.relay import RelayConnector
 from pibridge.bot.server import TerminalBot
 from pibridge.quic.endpoint import QuicListeningPort, listenQuic
 from pibridge.quic.identity import TlsIdentity, load_or_create_identity
 from pibridge.quic.interfaces import IQuicConnectionHandler
+from pibridge.quic.verification import PinnedFingerprintVerification
+from pibridge.seal.box import format_public_key
+from pibridge.seal.box import load_or_create_identity as load_or_create_bot_key
 from pibridge.terminal.auth import TokenAuthority, load_or_create_key
 from pibridge.terminal.control import Open
 from pibridge.terminal.pty_host import PtySpec
@@ -57,18 +61,32 @@ def spec_factory(config: Mapping[str, Any], runtime: AgentRuntime) -> Callable[[
 
 
 @attrs.define(eq=False)
-class TerminalService(Service):
-    """Listens for MoQ clients; on stop, closes every session and reaps every program."""
+class TerminalService(MultiService):
+    """Listens for MoQ clients (or meets them at a relay); on stop, closes every
+    session and reaps every program."""
 
     reactor: Any
     bot: TerminalBot
     identity: TlsIdentity
     host: str
     port_number: int
+    relay: RelayConnector | None = None
     port: QuicListeningPort | None = None
+
+    def __attrs_post_init__(self) -> None:
+        MultiService.__init__(self)
+        if self.relay is not None:
+            self.relay.setServiceParent(self)
 
     def startService(self) -> None:
         super().startService()
+        assert self.bot.identity is not None
+        log.info(
+            "pibridge: bot identity key {key} (clients pin it with --bot-key)",
+            key=format_public_key(self.bot.identity.public_key),
+        )
+        if self.relay is not None:
+            return
         self.port = listenQuic(
             self.reactor,
             self.port_number,
@@ -86,8 +104,8 @@ class TerminalService(Service):
 
     @inlineCallbacks
     def stopService(self) -> Any:
-        super().stopService()
         yield self.bot.stop()
+        yield super().stopService()
         port, self.port = self.port, None
         if port is not None:
             yield port.stopListening()
@@ -107,6 +125,15 @@ def build_terminal(
         heartbeat_timeout=config["heartbeat"] * 4,
         debug_io=bool(config.get("debug-bytes")),
     )
+    bot.identity = load_or_create_bot_key(state_dir)
     address = config["moq"]
     identity = load_or_create_identity(state_dir, [address.host])
-    return TerminalService(reactor, bot, identity, address.host, address.port)
+    relay = None
+    if config.get("relay") is not None:
+        target = config["relay"]
+        verification = PinnedFingerprintVerification(
+            known_hosts=state_dir / "relay_known_hosts",
+            expected_fingerprint=config.get("relay-fingerprint"),
+        )
+        relay = RelayConnector(reactor, bot, target.host, target.port, verification)
+    return TerminalService(reactor, bot, identity, address.host, address.port, relay)
