@@ -279,33 +279,28 @@ def main() -> None:
         return
 
     runs: dict[str, list[dict[str, float]]] = {"twisted": [], "asyncio": []}
+    failures: dict[str, list[str]] = {"twisted": [], "asyncio": []}
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     for index in range(args.runs):
         for stack in ("twisted", "asyncio"):
-            output = subprocess.run(
-                [
-                    sys.executable,
-                    __file__,
-                    "--worker",
-                    stack,
-                    "--size-mib",
-                    str(args.size_mib),
-                    "--echoes",
-                    str(args.echoes),
-                ],
-                check=True,
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=600,
-            ).stdout
-            measured = json.loads(output.strip().splitlines()[-1])
-            runs[stack].append(measured)
-            print(
-                f"run {index + 1} {stack:8s} "
-                + "  ".join(f"{key}={value:.3f}" for key, value in measured.items()),
-                flush=True,
+            command = [
+                sys.executable, __file__, "--worker", stack,
+                "--size-mib", str(args.size_mib), "--echoes", str(args.echoes),
+            ]  # fmt: skip
+            completed = subprocess.run(
+                command, capture_output=True, text=True, env=env, timeout=900, check=False
             )
+            if completed.returncode != 0:
+                error = (completed.stderr.strip().splitlines() or ["no output"])[-1]
+                failures[stack].append(error)
+                print(f"run {index + 1} {stack:8s} FAILED: {error}", flush=True)
+                continue
+            measured = json.loads(completed.stdout.strip().splitlines()[-1])
+            runs[stack].append(measured)
+            values = "  ".join(f"{key}={value:.3f}" for key, value in measured.items())
+            print(f"run {index + 1} {stack:8s} {values}", flush=True)
+    if not runs["twisted"] or not runs["asyncio"]:
+        raise SystemExit(f"no successful runs for a stack: {failures}")
 
     summary: dict[str, Any] = {}
     for metric in ("throughput_mib_s", "echo_p50_ms", "echo_p99_ms"):
@@ -328,6 +323,7 @@ def main() -> None:
         "asyncio = aioquic.asyncio serve/connect with its defaults.",
         "summary": summary,
         "runs": runs,
+        "failed_runs": failures,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")

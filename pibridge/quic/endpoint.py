@@ -358,9 +358,20 @@ def connectQuic(
     just before it fires; ``handler.connectionLost`` only after that.
     """
     settings = settings or QuicSettings()
-    result: Deferred[QuicConnectionTransport] = Deferred()
+    started: list[QuicConnectionTransport] = []
+
+    cancelled: list[bool] = []
+
+    def cancel(_: Deferred[QuicConnectionTransport]) -> None:
+        cancelled.append(True)  # the Deferred fails with CancelledError
+        for connection in started:
+            connection.abort(HandshakeFailed(f"connection to {host}:{port} cancelled"))
+
+    result: Deferred[QuicConnectionTransport] = Deferred(cancel)
 
     def start(address: str) -> None:
+        if result.called:  # cancelled while resolving
+            return
         server_name = None if _isAddress(host) else host
         configuration = settings.aioquic_configuration(is_client=True, server_name=server_name)
         protocol = QuicClientProtocol(settings)
@@ -373,6 +384,8 @@ def connectQuic(
         def outcome(value: QuicConnectionTransport | Failure) -> None:
             if timer.active():
                 timer.cancel()
+            if result.called or cancelled:
+                return
             if isinstance(value, Failure):
                 result.errback(value)
             else:
@@ -388,6 +401,7 @@ def connectQuic(
             handshake_outcome=outcome,
         )
         protocol.connection = connection
+        started.append(connection)
 
         def timedOut() -> None:
             connection.abort(HandshakeTimeout(f"QUIC handshake with {host}:{port} timed out"))
@@ -399,10 +413,12 @@ def connectQuic(
         try:
             start(address)
         except Exception:
-            result.errback()
+            if not result.called:
+                result.errback()
 
     def notResolved(failure: Failure) -> None:
-        result.errback(HandshakeFailed(f"cannot resolve {host!r}: {failure.getErrorMessage()}"))
+        if not result.called:
+            result.errback(HandshakeFailed(f"cannot resolve {host!r}: {failure.getErrorMessage()}"))
 
     if _isAddress(host):
         resolved(host)
