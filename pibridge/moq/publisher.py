@@ -41,7 +41,8 @@ if TYPE_CHECKING:
 
 _log = Logger()
 
-DEFAULT_GROUP_BUFFER = 4 * 1024 * 1024
+DEFAULT_KEPT_BYTES = 4 * 1024 * 1024
+DEFAULT_GROUP_ROLL_OVER = 16 * 1024 * 1024
 
 
 @attrs.frozen
@@ -99,20 +100,29 @@ class TrackPublisher:
     """One local track, written to like a transport; answers SUBSCRIBEs for it.
 
     ``check_subscriber`` decides per SUBSCRIBE: return ``None`` to accept or a
-    :class:`Refusal` to answer SUBSCRIBE_ERROR. ``max_group_bytes`` bounds the
-    objects kept for late subscribers (the oldest are let go first).
+    :class:`Refusal` to answer SUBSCRIBE_ERROR.
+
+    An *epoch* begins with :meth:`startGroup` and runs until the next one. The
+    objects of the current epoch are kept (the oldest let go past
+    ``max_kept_bytes``) so a late ``AbsoluteStart {epoch group, 0}`` subscriber
+    gets them all. A group holds at most ``group_roll_over_bytes``: past that,
+    the next object starts the next group of the same epoch (relays cap a
+    group's size; moq-rs cuts a group at 32 MiB).
     """
 
     namespace: Namespace = attrs.field(converter=_to_bytes_namespace)
     name: bytes = attrs.field(converter=_to_bytes)
     check_subscriber: SubscriberCheck | None = None
-    max_group_bytes: int = DEFAULT_GROUP_BUFFER
+    max_kept_bytes: int = DEFAULT_KEPT_BYTES
+    group_roll_over_bytes: int | None = DEFAULT_GROUP_ROLL_OVER
     publisher_priority: int = 128
     group_id: int = 0
-    _objects: deque[bytes] = attrs.field(factory=deque)
-    _first_object_id: int = 0
-    _next_object_id: int = 0
+    epoch_group: int = 0
+    _kept: deque[tuple[Location, bytes]] = attrs.field(factory=deque)
     _kept_bytes: int = 0
+    _dropped: bool = False
+    _next_object_id: int = 0
+    _group_bytes: int = 0
     _largest: Location | None = None
     _deliveries: list[_Delivery] = attrs.field(factory=list)
     _paused: set[_Delivery] = attrs.field(factory=set)
@@ -127,16 +137,20 @@ class TrackPublisher:
         if self.ended:
             raise RuntimeError(f"{self!r} has ended")
         data = bytes(data)
-        object_id = self._next_object_id
+        limit = self.group_roll_over_bytes
+        if limit is not None and self._next_object_id and self._group_bytes + len(data) > limit:
+            self._beginGroup(self.group_id + 1)
+        location = Location(self.group_id, self._next_object_id)
         self._next_object_id += 1
-        self._objects.append(data)
+        self._group_bytes += len(data)
+        self._kept.append((location, data))
         self._kept_bytes += len(data)
-        while self._kept_bytes > self.max_group_bytes and len(self._objects) > 1:
-            self._kept_bytes -= len(self._objects.popleft())
-            self._first_object_id += 1
-        self._largest = Location(self.group_id, object_id)
+        while self._kept_bytes > self.max_kept_bytes and len(self._kept) > 1:
+            self._kept_bytes -= len(self._kept.popleft()[1])
+            self._dropped = True
+        self._largest = location
         for delivery in list(self._deliveries):
-            delivery.send(self.group_id, object_id, data)
+            delivery.send(location.group, location.object, data)
 
     def writeSequence(self, data: Any) -> None:
         self.write(b"".join(data))
@@ -161,22 +175,28 @@ class TrackPublisher:
     # -- groups -------------------------------------------------------------------
 
     def startGroup(self, group_id: int | None = None) -> int:
-        """Close the current group and begin ``group_id`` (default: the next one).
+        """Begin a new epoch at ``group_id`` (default: the next group); return its id.
 
         Each subscriber's current subgroup stream ends with FIN; the first object
-        of the new group opens a new stream.
+        of the new group opens a new stream. Objects kept for late subscribers
+        are those of the new epoch only.
         """
         new_group = self.group_id + 1 if group_id is None else group_id
         if new_group < self.group_id or (new_group == self.group_id and self._next_object_id):
             raise ValueError(f"group {new_group} does not follow group {self.group_id}")
-        self.group_id = new_group
-        self._objects.clear()
+        self._kept.clear()
         self._kept_bytes = 0
-        self._first_object_id = 0
-        self._next_object_id = 0
-        for delivery in list(self._deliveries):
-            delivery.groupStarted(new_group)
+        self._dropped = False
+        self.epoch_group = new_group
+        self._beginGroup(new_group)
         return new_group
+
+    def _beginGroup(self, group_id: int) -> None:
+        self.group_id = group_id
+        self._next_object_id = 0
+        self._group_bytes = 0
+        for delivery in list(self._deliveries):
+            delivery.groupStarted(group_id)
 
     @property
     def subscriberCount(self) -> int:
@@ -222,12 +242,12 @@ class TrackPublisher:
             # Relays (moq-rs among them) subscribe upstream with LargestObject only
             # when their own subscriber arrives, and expect the group from its start;
             # starting after the largest object would lose what was written before.
-            first = Location(self.group_id, 0)
+            first = Location(self.epoch_group, 0)
         else:
             first = Location(self.group_id + 1, 0)
-        kept_from = Location(self.group_id, self._first_object_id)
+        kept_from = self._kept[0][0] if self._kept else Location(self.group_id, 0)
         if first < kept_from:
-            if first.group < self.group_id or self._first_object_id:
+            if self._dropped:
                 _log.info(
                     "{track}: subscriber asked for {first}, the oldest kept is {kept}",
                     track=self,
@@ -239,9 +259,8 @@ class TrackPublisher:
             self, session, message.request_id, alias, first, end_group, forward=message.forward
         )
         self._deliveries.append(delivery)
-        if first.group == self.group_id:
-            for offset, payload in enumerate(self._objects):
-                delivery.send(self.group_id, self._first_object_id + offset, payload)
+        for location, payload in list(self._kept):
+            delivery.send(location.group, location.object, payload)
         return delivery
 
     def _largestLocation(self) -> Location | None:
@@ -305,6 +324,7 @@ class _Delivery:
     _protocol: _OutgoingSubgroup | None = None
     _writer: SubgroupWriter | None = None
     _stream_group: int | None = None
+    _stopped_group: int | None = None
     done: bool = False
 
     def send(self, group_id: int, object_id: int, payload: bytes) -> None:
@@ -314,6 +334,8 @@ class _Delivery:
             return
         if self.end_group is not None and group_id > self.end_group:
             return
+        if group_id == self._stopped_group:
+            return  # the subscriber stopped this group's stream: skip the rest of it
         if self._stream is None or self._stream_group != group_id:
             self._closeStream()
             self._openStream(group_id)
@@ -347,6 +369,8 @@ class _Delivery:
 
     def streamLost(self, protocol: _OutgoingSubgroup) -> None:
         if protocol is self._protocol:
+            # STOP_SENDING or a reset: that group is no longer wanted on this stream.
+            self._stopped_group = self._stream_group
             self._forgetStream()
         self.track._deliveryResumed(self)
 

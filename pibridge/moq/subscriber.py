@@ -141,12 +141,16 @@ class IncomingSubgroup(Protocol):
     def discard(self) -> None:
         """We do not want this stream (unknown or ended subscription): stop it."""
         self.discarded = True
+        self.finished = True
         self.pending.clear()
+        self.pending_bytes = 0
         if self.orphan_timer is not None and self.orphan_timer.active():
             self.orphan_timer.cancel()
         self.orphan_timer = None
         if self.transport is not None:
             self.transport.abortConnection(StreamResetCode.CANCELLED)  # type: ignore[attr-defined]
+        if self.subscription is not None:
+            self.subscription._pump()
 
     def pauseReading(self) -> None:
         if not self.read_paused and self.transport is not None:

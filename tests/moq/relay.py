@@ -21,7 +21,8 @@ T = TypeVar("T")
 class RustRelay:
     """A single-node relay (``moq.Server``) on loopback, in a thread of its own."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache_capacity_bytes: int | None = None) -> None:
+        self.cache_capacity_bytes = cache_capacity_bytes
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.port = 0
@@ -34,7 +35,10 @@ class RustRelay:
         self.call(self._start()).result(timeout)
 
     async def _start(self) -> None:
-        server = moq.Server("127.0.0.1:0", tls_generate=["localhost"])
+        origin = moq.OriginProducer(cache_capacity_bytes=self.cache_capacity_bytes)
+        server = moq.Server(
+            "127.0.0.1:0", tls_generate=["localhost"], publish=origin, subscribe=origin
+        )
         await server.__aenter__()
         self._server = server
         self.port = int(server.local_addr.rsplit(":", 1)[1])

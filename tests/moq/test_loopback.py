@@ -12,6 +12,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -407,3 +408,69 @@ def test_hostile_subscribe_for_an_unknown_track_gets_subscribe_error(
         session.close()
     finally:
         yield port.stopListening()
+
+
+@pytest.mark.slow
+@pytest_twisted.inlineCallbacks
+def test_an_epoch_larger_than_the_relays_group_limit_arrives_whole(
+    reactor: Any, relay: RustRelay, tmp_path: Path
+) -> Any:
+    """moq-rs cuts a group at 32 MiB; the publisher rolls groups over before that."""
+    verification = pin(tmp_path, relay.fingerprint)
+    tracks = TrackRegistry()
+    track = tracks.add(TrackPublisher(("pibridge", "big"), "stdout"))
+    publisher = yield connectMoq(
+        reactor, "127.0.0.1", relay.port, verification=verification, tracks=tracks
+    )
+    yield publisher.publishNamespace(("pibridge", "big"))
+    subscriber = yield connectMoq(reactor, "127.0.0.1", relay.port, verification=verification)
+    recorder = Recorder()
+    yield subscriber.subscribe(("pibridge", "big"), "stdout", recorder, start=AbsoluteStart(0, 0))
+    count = 2100  # 16 KiB each: 33 MiB in one epoch
+    flood = Flood(track, count)
+    flood.start(reactor)
+    got = yield recorder.waitFor(count, reactor).addTimeout(60, reactor)
+    assert len(got) == count
+    assert all(payload == b"%06d" % index * 2731 for index, payload in enumerate(got[:count]))
+    assert track.group_id >= 2
+    subscriber.close()
+    publisher.close()
+
+
+@implementer(IPushProducer)
+class Flood:
+    """Writes numbered 16 KiB objects as fast as the track's streams accept them."""
+
+    def __init__(self, track: TrackPublisher, count: int) -> None:
+        self.track = track
+        self.count = count
+        self.next = 0
+        self.paused = False
+        self.reactor: Any = None
+
+    def start(self, reactor: Any) -> None:
+        self.reactor = reactor
+        self.track.registerProducer(self, True)
+        reactor.callLater(0, self.pump)
+
+    def pump(self) -> None:
+        budget = 32
+        while self.next < self.count and not self.paused and budget:
+            self.track.write(b"%06d" % self.next * 2731)
+            self.next += 1
+            budget -= 1
+        if self.next < self.count and not self.paused:
+            self.reactor.callLater(0, self.pump)
+        elif self.next >= self.count:
+            self.track.unregisterProducer()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        if self.paused:
+            self.paused = False
+            self.reactor.callLater(0, self.pump)
+
+    def stopProducing(self) -> None:
+        self.count = 0

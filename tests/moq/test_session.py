@@ -590,3 +590,46 @@ def test_forward_zero_subscription_gets_no_objects() -> None:
     link.flush()
     assert isinstance(peer.received[-1], SubscribeOk)
     assert opened == []
+
+
+def test_groups_roll_over_by_size_and_late_subscribers_get_the_whole_epoch() -> None:
+    pair = make_pair()
+    track = pair.server_tracks.add(TrackPublisher(NS, "stdout", group_roll_over_bytes=100))
+    epoch = track.startGroup(7)
+    early = Recorder()
+    pair.client.subscribe(NS, "stdout", early, start=AbsoluteStart(epoch, 0))
+    pair.flush()
+    payloads = [b"%02d" % i * 15 for i in range(10)]  # 30 bytes each: 3 per group
+    for payload in payloads:
+        track.write(payload)
+    pair.flush()
+    assert track.group_id == 10  # groups 7, 8, 9 and 10
+    late = Recorder()
+    other = MemoryLink()
+    client = MoqSession(pair.clock, is_client=True)
+    other.connect(client, MoqSession(pair.clock, is_client=False, tracks=pair.server_tracks))
+    client.subscribe(NS, "stdout", late, start=AbsoluteStart(epoch, 0))
+    other.flush()
+    assert early.objects == payloads
+    assert late.objects == payloads
+
+
+def test_a_stopped_group_is_not_reopened() -> None:
+    pair = make_pair()
+    track = pair.server_tracks.add(TrackPublisher(NS, "stdout"))
+    recorder = Recorder()
+    d = pair.client.subscribe(NS, "stdout", recorder)
+    pair.flush()
+    subscription = result(d)
+    track.write(b"one")
+    pair.flush()
+    subscription._queue[0].discard()  # STOP_SENDING the group 0 stream
+    pair.flush()
+    opened_before = len(pair.link.server.streams)
+    track.write(b"two")
+    pair.flush()
+    assert len(pair.link.server.streams) == opened_before
+    track.startGroup()
+    track.write(b"three")
+    pair.flush()
+    assert recorder.objects == [b"one", b"three"]
