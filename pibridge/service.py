@@ -132,10 +132,16 @@ def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
     runtime, offline = build_agent_runtime(config, reactor)
     if offline is not None:
         offline.setServiceParent(root)
-    build_terminal(config, reactor, runtime).setServiceParent(root)
+    terminal = build_terminal(config, reactor, runtime)
+    terminal.setServiceParent(root)
     chat = build_chat(config, reactor, runtime)
     chat.setServiceParent(root)
-    api = HttpApi(config=config, chat=chat)
+    api = HttpApi(
+        config=config,
+        chat=chat,
+        terminal=terminal.public_facts(),
+        model_status=runtime.status,
+    )
     access = AccessPolicy.for_state_dir(config["state-dir"], config.get("access-token"))
     site = QuietSite(AccessGuard(api.app.resource(), access))
     HttpService(reactor, config["http"], site, access).setServiceParent(root)

@@ -20,6 +20,9 @@ def test_starts_answers_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
         capabilities = server.get_json("/api/capabilities")
         assert capabilities["features"]["pi"] is True
         assert capabilities["services"]["pi"]["mode"] == "backend"
+        assert capabilities["services"]["pi"]["offline"] is True
+        assert capabilities["services"]["terminal"]["bot_key"].startswith("pibridge-bot-")
+        assert capabilities["services"]["terminal"]["certificate"].startswith("SHA256:")
         assert server.stop(signum) == 0
     log = server.output.decode(errors="replace")
     assert "Server Shut Down." in log

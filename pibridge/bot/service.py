@@ -78,6 +78,20 @@ class TerminalService(MultiService):
         if self.relay is not None:
             self.relay.setServiceParent(self)
 
+    def public_facts(self) -> dict[str, Any]:
+        """What clients need to reach and pin this bot (shown in /api/capabilities)."""
+        assert self.bot.identity is not None
+        facts: dict[str, Any] = {
+            "protocol": "pibridge/1 over MoQ draft-14 (ALPN moq-00)",
+            "bot_key": format_public_key(self.bot.identity.public_key),
+            "certificate": self.identity.fingerprint.display,
+        }
+        if self.relay is not None:
+            facts["relay"] = f"moqt://{self.relay.host}:{self.relay.port}"
+        else:
+            facts["moq"] = f"{self.host}:{self.port_number}"
+        return facts
+
     def startService(self) -> None:
         super().startService()
         assert self.bot.identity is not None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -34,6 +34,10 @@ class HttpApi:
     keepalive: float = DEFAULT_KEEPALIVE
     max_body: int = DEFAULT_MAX_BODY
     streams_per_session: int = DEFAULT_STREAMS_PER_SESSION
+    #: Public facts about terminal sessions (MoQ address, bot identity key).
+    terminal: Mapping[str, Any] | None = None
+    #: The model pi answers with, for the page to say so (offline or not).
+    model_status: Callable[[], Any] | None = None
     routes: ChatRoutes | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -62,12 +66,27 @@ class HttpApi:
         self.app.handle_errors(Exception)(routes.failed)
 
     def capabilities(self, request: IRequest) -> bytes:
+        """What this pibridge offers; public facts only, never a key or token."""
         request.setHeader(b"content-type", b"application/json")
+        pi: dict[str, Any] = {"mode": "backend", "url": self.public_url(request)}
+        if self.model_status is not None:
+            status = self.model_status()
+            pi.update(
+                {
+                    "model": status.model_label,
+                    "offline": status.offline,
+                    "ready": status.ready,
+                    "problem": status.problem,
+                }
+            )
+        services: dict[str, Any] = {"pi": pi}
+        if self.terminal is not None:
+            services["terminal"] = dict(self.terminal)
         return json.dumps(
             {
                 "version": __version__,
-                "features": {"pi": True, "terminal": True},
-                "services": {"pi": {"mode": "backend", "url": self.public_url(request)}},
+                "features": {"pi": True, "terminal": self.terminal is not None},
+                "services": services,
             }
         ).encode()
 
