@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shlex
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from pibridge.agent.offline_model import OfflineModelService
 from pibridge.agent.runtime import AgentRuntime
 from pibridge.bot.service import build_terminal
 from pibridge.chat.wiring import build_chat
+from pibridge.metrics import build_registry, metrics_text
 from pibridge.web.access import AccessGuard, AccessPolicy
 from pibridge.web.app import HttpApi
 
@@ -141,6 +143,7 @@ def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
         chat=chat,
         terminal=terminal.public_facts(),
         model_status=runtime.status,
+        metrics=partial(metrics_text, build_registry(terminal.bot, chat)),
     )
     access = AccessPolicy.for_state_dir(config["state-dir"], config.get("access-token"))
     site = QuietSite(AccessGuard(api.app.resource(), access))

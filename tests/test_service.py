@@ -23,6 +23,13 @@ def test_starts_answers_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
         assert capabilities["services"]["pi"]["offline"] is True
         assert capabilities["services"]["terminal"]["bot_key"].startswith("pibridge-bot-")
         assert capabilities["services"]["terminal"]["certificate"].startswith("SHA256:")
+        request = urllib.request.Request(
+            server.url + "metrics", headers={"Authorization": f"Bearer {server.token}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            metrics = response.read().decode()
+        assert "pibridge_terminal_sessions 0.0" in metrics
+        assert "pibridge_sse_clients 0.0" in metrics
         assert server.stop(signum) == 0
     log = server.output.decode(errors="replace")
     assert "Server Shut Down." in log

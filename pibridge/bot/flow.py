@@ -31,6 +31,8 @@ class OutputGate:
     attached: bool = False
     link_paused: bool = False
     paused: bool = attrs.field(default=False, init=False)
+    #: How often reading stopped: a sign of slow clients or slow links.
+    pauses: int = attrs.field(default=0, init=False)
 
     @property
     def in_flight(self) -> int:
@@ -44,6 +46,7 @@ class OutputGate:
         wanted = self.should_pause()
         if wanted and not self.paused:
             self.paused = True
+            self.pauses += 1
             self.producer.pauseProducing()
         elif not wanted and self.paused:
             self.paused = False

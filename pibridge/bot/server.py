@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from pibridge.agent.runtime import AgentNotReady
 from pibridge.bot.channels import ControlChannel, PayloadChannel
-from pibridge.bot.session import TerminalSession
+from pibridge.bot.session import TerminalSession, TerminalStats
 from pibridge.moq.errors import SubscribeErrorCode
 from pibridge.moq.filters import AbsoluteStart
 from pibridge.moq.publisher import Refusal, SubscribeRequest, TrackPublisher, TrackRegistry
@@ -106,6 +106,7 @@ class TerminalBot:
     _seen_client_keys: OrderedDict[bytes, None] = attrs.field(factory=OrderedDict, init=False)
     attachments: set[ClientAttachment] = attrs.field(factory=set, init=False)
     refusals: dict[str, int] = attrs.field(factory=dict, init=False)
+    stats: TerminalStats = attrs.field(factory=TerminalStats, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.registry = SessionRegistry(max_sessions=self.max_sessions)
@@ -173,7 +174,12 @@ class TerminalBot:
         if session is None:
             assert spec is not None
             session = TerminalSession(
-                request.session_id, identity, self.reactor, self._finished, grace=self.grace
+                request.session_id,
+                identity,
+                self.reactor,
+                self._finished,
+                grace=self.grace,
+                stats=self.stats,
             )
             try:
                 session.start(self.reactor, spec, debug_io=self.debug_io)

@@ -40,6 +40,18 @@ class ClientLink(Protocol):
         """Finish the link's tracks after a final control message."""
 
 
+@attrs.define
+class TerminalStats:
+    """Counters across all sessions of a bot, for /metrics."""
+
+    output_bytes: int = 0
+    input_bytes: int = 0
+    attaches: int = 0
+    reattaches: int = 0
+    pauses: int = 0
+    exits: int = 0
+
+
 @attrs.define(eq=False)
 class TerminalSession:
     session_id: str
@@ -49,6 +61,7 @@ class TerminalSession:
     grace: float = DEFAULT_GRACE
     window: int = DEFAULT_WINDOW
     ring: OutputRing = attrs.field(factory=lambda: OutputRing(DEFAULT_RING))
+    stats: TerminalStats = attrs.field(factory=TerminalStats)
     host: PtyHost | None = attrs.field(default=None, init=False)
     gate: OutputGate | None = attrs.field(default=None, init=False)
     link: ClientLink | None = attrs.field(default=None, init=False)
@@ -56,6 +69,7 @@ class TerminalSession:
     size: tuple[int, int] = attrs.field(default=(80, 24), init=False)
     _grace_call: IDelayedCall | None = attrs.field(default=None, init=False)
     finished: bool = attrs.field(default=False, init=False)
+    attached_before: bool = attrs.field(default=False, init=False)
 
     def start(self, reactor: IReactorProcess, spec: PtySpec, *, debug_io: bool = False) -> None:
         """Spawn the program at the size and terminal type the first open asked for."""
@@ -83,6 +97,10 @@ class TerminalSession:
             )
             previous.end()
         self._cancel_grace()
+        self.stats.attaches += 1
+        if self.attached_before:
+            self.stats.reattaches += 1
+        self.attached_before = True
         self.link = link
         resume = request.resume_offset
         start = self.ring.start_offset if resume is None else resume
@@ -129,6 +147,7 @@ class TerminalSession:
 
     def input(self, data: bytes) -> None:
         if self.host is not None:
+            self.stats.input_bytes += len(data)
             self.host.write_input(data)
 
     def resize(self, cols: int, rows: int, *, nudge: bool = False) -> None:
@@ -172,6 +191,7 @@ class TerminalSession:
         return self.terminate()
 
     def _output(self, data: bytes) -> None:
+        self.stats.output_bytes += len(data)
         self.ring.append(data)
         if self.link is not None:
             self.link.send_output(data)
@@ -180,6 +200,10 @@ class TerminalSession:
 
     def _ended(self, status: ExitStatus) -> None:
         self.exit_status = status
+        self.stats.exits += 1
+        if self.gate is not None:
+            self.stats.pauses += self.gate.pauses
+            self.gate.pauses = 0
         log.info(
             "terminal session {sid} program ended: exit {code} signal {signal}",
             sid=self.session_id,

@@ -13,6 +13,7 @@ from twisted.web.iweb import IRequest
 
 from pibridge import __version__
 from pibridge.chat.manager import ChatManager
+from pibridge.metrics import CONTENT_TYPE
 from pibridge.web.chat_routes import (
     DEFAULT_MAX_BODY,
     DEFAULT_STREAMS_PER_SESSION,
@@ -38,11 +39,15 @@ class HttpApi:
     terminal: Mapping[str, Any] | None = None
     #: The model pi answers with, for the page to say so (offline or not).
     model_status: Callable[[], Any] | None = None
+    #: Renders /metrics (Prometheus text format) when given.
+    metrics: Callable[[], bytes] | None = None
     routes: ChatRoutes | None = attrs.field(default=None, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.app.route("/api/capabilities", methods=["GET"])(self.capabilities)
         self.app.route("/api/openapi.json", methods=["GET"])(self.openapi)
+        if self.metrics is not None:
+            self.app.route("/metrics", methods=["GET"])(self.render_metrics)
         if self.chat is None:
             return
         clock = self.clock if self.clock is not None else self.chat.clock
@@ -89,6 +94,11 @@ class HttpApi:
                 "services": services,
             }
         ).encode()
+
+    def render_metrics(self, request: IRequest) -> bytes:
+        assert self.metrics is not None
+        request.setHeader(b"content-type", CONTENT_TYPE.encode())
+        return self.metrics()
 
     def openapi(self, request: IRequest) -> bytes:
         return json_response(request, openapi_document(self.public_url(request)))
