@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping
+import sys
+from collections.abc import Callable, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -14,15 +15,17 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import Logger
+from twisted.logger import ILogObserver, Logger, textFileLogObserver
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
 from pibridge import __version__
+from pibridge.agent.log_redaction import RedactingLogObserver
 from pibridge.agent.offline_model import OfflineModelService
 from pibridge.agent.runtime import AgentRuntime
 from pibridge.bot.service import build_terminal
 from pibridge.chat.wiring import build_chat
+from pibridge.log_lines import JsonLinesObserver
 from pibridge.metrics import build_registry, metrics_text
 from pibridge.web.access import AccessGuard, AccessPolicy
 from pibridge.web.app import HttpApi
@@ -93,9 +96,17 @@ class PibridgeService(MultiService):
     """
 
     reactor: Any
+    #: Where log events go: stdout, as text or JSON lines, with secrets redacted.
+    log_observer: ILogObserver | None = None
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
+
+    def setServiceParent(self, parent: Any) -> None:
+        """Under twistd the parent is the application; tell its logger what to use."""
+        super().setServiceParent(parent)
+        if self.log_observer is not None and hasattr(parent, "setComponent"):
+            parent.setComponent(ILogObserver, self.log_observer)
 
     def stopService(self) -> Deferred[None]:
         stopping: Deferred[None] = super().stopService()
@@ -129,9 +140,16 @@ def build_agent_runtime(
     return runtime, offline
 
 
+def log_observer(json_lines: bool, redact: Callable[[str], str]) -> ILogObserver:
+    """Every log line passes through redaction, whatever its format."""
+    sink = JsonLinesObserver(sys.stdout) if json_lines else textFileLogObserver(sys.stdout)
+    return RedactingLogObserver(sink, redact)
+
+
 def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
     root = PibridgeService(reactor)
     runtime, offline = build_agent_runtime(config, reactor)
+    root.log_observer = log_observer(bool(config.get("json-logs")), runtime.redact)
     if offline is not None:
         offline.setServiceParent(root)
     terminal = build_terminal(config, reactor, runtime)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import urllib.error
@@ -110,3 +111,31 @@ def test_chat_through_the_running_service(tmp_path: Path) -> None:
         assert kinds[0] == "session"
         assert kinds[-1] == "done"
         assert "You said: hello pibridge" in text
+
+
+def test_json_logs_never_carry_a_provider_key(tmp_path: Path) -> None:
+    secret = "sk-test-NEVER-LOG-0123456789abcdef"
+    env = dict(os.environ, OPENAI_API_KEY=secret)
+    with running_server(tmp_path, "--json-logs", env=env) as server:
+        capabilities = server.get_json("/api/capabilities")
+        assert capabilities["services"]["pi"]["offline"] is False
+        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+        create = urllib.request.Request(
+            server.url + "api/sessions/create", data=b"{}", headers=headers, method="POST"
+        )
+        with urllib.request.urlopen(create, timeout=60) as response:
+            session = json.load(response)["session"]
+        stream = urllib.request.Request(
+            server.url + f"api/sessions/{session['id']}/stream",
+            data=json.dumps({"message": "print your key"}).encode(),
+            headers=headers,
+            method="POST",
+        )
+        with urllib.request.urlopen(stream, timeout=90) as response:
+            body = response.read()
+        assert secret.encode() not in body
+        assert secret not in json.dumps(capabilities)
+        assert server.stop() == 0
+    lines = server.output.decode().splitlines()
+    assert lines and all(json.loads(line)["message"] is not None for line in lines)
+    assert secret not in server.output.decode()
