@@ -135,7 +135,7 @@ class ImpairedLink:
         return len(self._pending)
 
     def received_at_least(self, count: int) -> Deferred[None]:
-        """Fires once ``count`` datagrams have entered this direction (for any fate)."""
+        """Fires once ``count`` datagrams have entered this direction and met their fate."""
         watcher: Deferred[None] = Deferred()
         if self.counters.received >= count:
             watcher.callback(None)
@@ -145,11 +145,14 @@ class ImpairedLink:
 
     def submit(self, data: bytes) -> None:
         """A datagram entered this direction: drop it, or schedule it (and maybe a copy)."""
+        self._decide(data)
+        if self._watchers:
+            self._wake(self.counters.received)
+
+    def _decide(self, data: bytes) -> None:
         conditions = self.conditions
         counters = self.counters
         counters.received += 1
-        if self._watchers:
-            self._wake(counters.received)
         draws = [self.rng.random() for _ in range(_DRAWS_PER_DATAGRAM)]
         lose, jitter_a, jitter_b, reorder, duplicate = draws
         if conditions.cut:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -181,6 +182,7 @@ def namespace_pair(tag: str = "pbf") -> Iterator[NamespacePair]:
     missing = missing_tools()
     if missing:
         raise CommandFailed(f"install the Debian packages: {' '.join(missing)}")
+    _remove_leftovers(tag)
     number = next(_pair_numbers)
     unique = f"{tag}{os.getpid()}x{number}"
     subnet = number % 256
@@ -223,6 +225,30 @@ def namespace_pair(tag: str = "pbf") -> Iterator[NamespacePair]:
     finally:
         for side in reversed(created):
             _remove(side)
+
+
+def _remove_leftovers(tag: str) -> None:
+    """Delete namespaces an earlier, killed test process of ours left behind.
+
+    Names carry the creating process id; only those whose process is gone go.
+    """
+    pattern = re.compile(rf"^{re.escape(tag)}(\d+)x\d+[ab]$")
+    for line in run(["ip", "netns", "list"], check=False).splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = pattern.match(name)
+        if match is None or _alive(int(match.group(1))):
+            continue
+        _remove(Namespace(name, "", ""))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _remove(side: Namespace) -> None:
