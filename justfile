@@ -58,5 +58,5 @@ lint:
     {{bin}}/mypy
 
 # Run every benchmark; results land in bench/results/.
-bench: setup
-    {{bin}}/python -m bench.run_all
+bench *ARGS: setup
+    {{bin}}/python bench/report.py {{ARGS}}
