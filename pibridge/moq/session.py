@@ -244,6 +244,10 @@ class _ControlStream(TwistedProtocol):
                 self.session._controlMessage(message)
         except ProtocolViolation as violation:
             self.session._violation(violation)
+        except Exception:
+            # A bug here or in an application hook: end this session, keep the process.
+            _log.failure("MoQ control message handling failed")
+            self.session.close(SessionErrorCode.INTERNAL_ERROR, "internal error")
 
     def readConnectionLost(self) -> None:
         self.session._violation(ProtocolViolation("the peer closed the control stream"))

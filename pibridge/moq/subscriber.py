@@ -255,7 +255,12 @@ class Subscription:
                     obj = head.pending.popleft()
                     head.pending_bytes -= len(obj.payload)
                     if obj.status == ObjectStatus.NORMAL:
-                        self.protocol.dataReceived(obj.payload)
+                        try:
+                            self.protocol.dataReceived(obj.payload)
+                        except Exception:
+                            _log.failure("{protocol} failed on an object", protocol=self.protocol)
+                            self.session._unsubscribe(self)
+                            self._end(Failure())
                     elif obj.status == ObjectStatus.END_OF_TRACK:
                         self._end(Failure(TrackEnded(0, "end of track")))
                 if self._paused:

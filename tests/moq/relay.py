@@ -43,7 +43,22 @@ class RustRelay:
         self._server = server
         self.port = int(server.local_addr.rsplit(":", 1)[1])
         self.fingerprint = server.cert_fingerprints()[0]
-        self._serving = asyncio.ensure_future(server.serve())
+        self._serving = asyncio.ensure_future(self._serve(server))
+
+    async def _serve(self, server: moq.Server) -> None:
+        """Accept sessions and hold each until it closes (peers closing is not an error)."""
+        held: set[asyncio.Task[None]] = set()
+        async for request in server:
+            task = asyncio.ensure_future(self._hold(request))
+            held.add(task)
+            task.add_done_callback(held.discard)
+
+    async def _hold(self, request: moq.Request) -> None:
+        try:
+            session = await request.accept()
+            await session.closed()
+        except Exception:  # the session's close reason: whatever the peer chose
+            pass
 
     def stop(self, timeout: float = 10.0) -> None:
         try:

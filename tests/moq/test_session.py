@@ -633,3 +633,34 @@ def test_a_stopped_group_is_not_reopened() -> None:
     track.write(b"three")
     pair.flush()
     assert recorder.objects == [b"one", b"three"]
+
+
+@pytest.mark.allow_logged_failures
+def test_a_failing_subscriber_hook_closes_only_its_session() -> None:
+    def broken(request: SubscribeRequest) -> Refusal | None:
+        raise RuntimeError("bug in the application")
+
+    pair = make_pair()
+    pair.server_tracks.add(TrackPublisher(NS, "stdout", check_subscriber=broken))
+    d = pair.client.subscribe(NS, "stdout", Recorder())
+    pair.flush()
+    assert failure_of(d).check(SessionClosed)
+    assert pair.server.close_code == SessionErrorCode.INTERNAL_ERROR
+
+
+@pytest.mark.allow_logged_failures
+def test_a_protocol_that_raises_is_unsubscribed() -> None:
+    class Broken(Recorder):
+        def dataReceived(self, data: bytes) -> None:
+            raise ValueError("cannot handle this")
+
+    pair = make_pair()
+    track = pair.server_tracks.add(TrackPublisher(NS, "stdout"))
+    broken = Broken()
+    pair.client.subscribe(NS, "stdout", broken)
+    pair.flush()
+    track.write(b"boom")
+    pair.flush()
+    assert broken.lost is not None and broken.lost.check(ValueError)
+    assert track.subscriberCount == 0
+    assert pair.client.state is SessionState.ESTABLISHED
