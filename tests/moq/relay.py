@@ -29,6 +29,7 @@ class RustRelay:
         self.fingerprint = ""
         self._server: moq.Server | None = None
         self._serving: asyncio.Task[None] | None = None
+        self._held: set[asyncio.Task[None]] = set()
 
     def start(self, timeout: float = 10.0) -> None:
         self.thread.start()
@@ -47,11 +48,10 @@ class RustRelay:
 
     async def _serve(self, server: moq.Server) -> None:
         """Accept sessions and hold each until it closes (peers closing is not an error)."""
-        held: set[asyncio.Task[None]] = set()
         async for request in server:
             task = asyncio.ensure_future(self._hold(request))
-            held.add(task)
-            task.add_done_callback(held.discard)
+            self._held.add(task)
+            task.add_done_callback(self._held.discard)
 
     async def _hold(self, request: moq.Request) -> None:
         try:
@@ -70,6 +70,9 @@ class RustRelay:
     async def _stop(self) -> None:
         if self._serving is not None:
             self._serving.cancel()
+        for task in list(self._held):
+            task.cancel()
+        await asyncio.gather(*self._held, return_exceptions=True)
         if self._server is not None:
             await self._server.__aexit__(None, None, None)
 
