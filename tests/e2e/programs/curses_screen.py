@@ -4,6 +4,8 @@ import curses
 
 
 def main(screen: "curses.window") -> None:
+    # Output must not depend on when keys arrive: no typeahead check mid-refresh.
+    curses.typeahead(-1)
     curses.start_color()
     curses.init_pair(1, curses.COLOR_YELLOW, curses.COLOR_BLUE)
     rows, cols = screen.getmaxyx()
