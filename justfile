@@ -12,11 +12,13 @@ default:
 # Install what a fresh Debian machine lacks (sudo when not root), then the venv and pi.
 setup: system-packages python-packages pi
 
-# Debian packages the server and its tests use: bubblewrap (sandbox), tmux, OpenSSH (benchmark peer).
+# Debian packages the server and its tests use: bubblewrap (the agent's sandbox), ripgrep and
+# fd-find (pi's search tools), tmux (driving the attach client), chromium (the page's tests),
+# OpenSSH (the benchmark peer), iproute2/nftables/ethtool (impaired-link tests).
 system-packages:
     #!/usr/bin/env bash
     set -euo pipefail
-    wanted="bubblewrap tmux openssh-server openssh-client procps"
+    wanted="bubblewrap ripgrep fd-find tmux chromium openssh-server openssh-client procps iproute2 nftables ethtool"
     missing=$(for p in $wanted; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || echo "$p"; done)
     if [ -n "$missing" ]; then
         sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"

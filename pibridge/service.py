@@ -29,14 +29,16 @@ from pibridge.log_lines import JsonLinesObserver
 from pibridge.metrics import build_registry, metrics_text
 from pibridge.web.access import AccessGuard, AccessPolicy
 from pibridge.web.app import HttpApi
+from pibridge.web.bounded import BoundedRequest
 
 log = Logger()
 
 
 class QuietSite(Site):
-    """A Site that stays quiet per request; pibridge logs what matters itself."""
+    """A Site that stays quiet per request and refuses oversized bodies early."""
 
     noisy = False
+    requestFactory = BoundedRequest
 
     def log(self, request: Any) -> None:
         return None

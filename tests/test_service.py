@@ -139,3 +139,19 @@ def test_json_logs_never_carry_a_provider_key(tmp_path: Path) -> None:
     lines = server.output.decode().splitlines()
     assert lines and all(json.loads(line)["message"] is not None for line in lines)
     assert secret not in server.output.decode()
+
+
+def test_a_huge_body_is_refused_without_being_stored(tmp_path: Path) -> None:
+    with running_server(tmp_path) as server:
+        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
+        huge = b'{"message": "' + b"x" * (8 * 1024 * 1024) + b'"}'
+        request = urllib.request.Request(
+            server.url + "api/sessions/create", data=huge, headers=headers, method="POST"
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 413
+        error = json.load(refused.value)["error"]
+        assert error["code"] == "body_too_large"
+        assert "limited to 1048576 bytes" in error["message"], "refused before any route read it"
+        assert server.get_json("/api/sessions") == {"sessions": []}
