@@ -24,6 +24,7 @@ from pibridge.quic.errors import (
 from pibridge.quic.identity import Fingerprint, TlsIdentity, load_or_create_identity
 from pibridge.quic.interfaces import (
     IQuicConnectionHandler,
+    IQuicConnectionTransport,
     IQuicDatagramHandler,
     IQuicStreamProtocol,
     IQuicStreamTransport,
@@ -50,6 +51,7 @@ __all__ = [
     "HandshakeFailed",
     "HandshakeTimeout",
     "IQuicConnectionHandler",
+    "IQuicConnectionTransport",
     "IQuicDatagramHandler",
     "IQuicStreamProtocol",
     "IQuicStreamTransport",

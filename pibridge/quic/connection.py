@@ -20,6 +20,7 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.interfaces import IAddress, IDelayedCall, IProtocol, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from pibridge.quic.engine import CreditedQuicConnection
 from pibridge.quic.errors import (
@@ -31,7 +32,11 @@ from pibridge.quic.errors import (
     QuicError,
 )
 from pibridge.quic.identity import Fingerprint
-from pibridge.quic.interfaces import IQuicConnectionHandler, IQuicDatagramHandler
+from pibridge.quic.interfaces import (
+    IQuicConnectionHandler,
+    IQuicConnectionTransport,
+    IQuicDatagramHandler,
+)
 from pibridge.quic.settings import QuicSettings
 from pibridge.quic.stream import QuicStreamTransport
 
@@ -83,6 +88,7 @@ CertificateCheck = Callable[[x509.Certificate, Sequence[x509.Certificate]], None
 HandshakeOutcome = Callable[["QuicConnectionTransport | Failure"], None]
 
 
+@implementer(IQuicConnectionTransport)
 class QuicConnectionTransport:
     """A QUIC connection as the layer above sees it (either role).
 
@@ -122,6 +128,7 @@ class QuicConnectionTransport:
         self._earlyEvents: list[events.QuicEvent] = []
         self._timer: IDelayedCall | None = None
         self._timerDue = 0.0
+        self._servedDue = 0.0
         self._clock = 0.0
         self._transmitCall: IDelayedCall | None = None
         self._dispatching = False
@@ -255,6 +262,7 @@ class QuicConnectionTransport:
         # A deadline served early (within the reactor's resolution) counts as reached.
         due = min(self._timerDue, self._reactor.seconds() + _REACTOR_RESOLUTION)
         self._clock = max(self._clock, due)
+        self._servedDue = self._timerDue
         self._quic.handle_timer(now=self._now())
         self._processEvents()
         self._transmit()
@@ -335,7 +343,9 @@ class QuicConnectionTransport:
         self._timerDue = when
         delay = when - self._reactor.seconds()
         if delay < _REACTOR_RESOLUTION:
-            delay = 0.0
+            # Served on the next turn, unless this very deadline was just served and
+            # aioquic still wants it: then wait a tick rather than spin.
+            delay = _REACTOR_RESOLUTION if when <= self._servedDue else 0.0
         if timer is None:
             self._timer = self._reactor.callLater(delay, self._timerFired)
         else:

@@ -95,6 +95,20 @@ class BurstReadingUDPPort(udp.Port):
 
     maxThroughput = READ_BURST_BYTES
 
+    def write(self, datagram: bytes, addr: Any = None) -> None:
+        """Send straight to the socket: QUIC already knows its addresses are valid.
+
+        ``udp.Port.write`` re-validates the address on every datagram, which is
+        a noticeable share of the per-packet cost here. Errors are left to the
+        caller, as with ``udp.Port.write``.
+        """
+        while True:
+            try:
+                self.socket.sendto(datagram, addr)
+                return
+            except InterruptedError:
+                continue
+
     def doRead(self) -> None:
         try:
             super().doRead()

@@ -45,6 +45,29 @@ class IQuicConnectionHandler(Interface):
         """
 
 
+class IQuicConnectionTransport(Interface):
+    """One QUIC connection, as handed to ``IQuicConnectionHandler.connectionMade``."""
+
+    isClient = Attribute("True on the side that connected.")
+    alpn = Attribute("The negotiated ALPN protocol (str), e.g. 'moq-00'.")
+    peerAddress = Attribute("The peer's current (host, port); follows validated migration.")
+    peerCertificateFingerprint = Attribute(
+        "On a client, the server certificate's Fingerprint; None on a server."
+    )
+
+    def openStream(protocol: IProtocol, *, unidirectional: bool = False) -> QuicStreamTransport:
+        """Open a stream of our own, attach ``protocol`` and return its transport."""
+
+    def close(error_code: int = 0, reason: str = "") -> None:
+        """Close the connection; ``connectionLost`` follows after the closing period."""
+
+    def sendDatagram(data: bytes) -> None:
+        """Send one unreliable DATAGRAM frame (dropped if it cannot be sent)."""
+
+    def unsentBytes() -> int:
+        """Bytes written on all streams and not yet handed to the network."""
+
+
 class IQuicDatagramHandler(Interface):
     """Optional: a connection handler that wants QUIC DATAGRAM frames."""
 
