@@ -13,14 +13,14 @@ from tests.browser.static_proxy import page_proxy
 def module_page(browser_context: Any) -> Any:
     with page_proxy("http://127.0.0.1:9/") as base:
         page = browser_context.new_page()
-        page.goto(base + "static/js/sse.js")
+        page.goto(base + "static/sse.js")
         yield page
 
 
 def parse(page: Any, chunks: list[str]) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = page.evaluate(
         """async (chunks) => {
-          const { SseParser } = await import('/static/js/sse.js');
+          const { SseParser } = await import('/static/sse.js');
           const parser = new SseParser();
           return chunks.flatMap((chunk) => parser.feed(chunk));
         }""",
