@@ -43,12 +43,12 @@ step shot stopped
 image stopped "The first session, stopped"
 
 note "Mid-stream: a slow, long reply. The composer stays pinned at the bottom of the rail while the message list scrolls."
-step send-nowait "'Stream a long answer [slow: 40] [long: 200]'"
-step wait-text "'line 30 of 200'"
+step send-nowait "'Stream a long answer [slow: 25] [long: 160]'"
+step wait-text "'line 30 of 160'"
 step layout
 step shot streaming
 image streaming "Mid-stream: composer at the bottom, the list scrolling"
-step wait-text "'line 200 of 200'"
+step wait-text "'line 160 of 160'"
 step layout
 
 note "The rail collapses (the choice is kept in localStorage) and expands again."

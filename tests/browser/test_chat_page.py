@@ -69,8 +69,9 @@ def test_no_key_prompt_and_no_secret_reaches_the_page(tmp_path: Path, browser_co
         chat.page.reload()
         chat.page.wait_for_selector("body[data-ready=true]")
         chat.page.wait_for_selector("#messages .message.assistant")
-        offline_key = (tmp_path / "state").rglob("offline-model.key")
-        server_secrets = [secret] + [path.read_text().strip() for path in offline_key]
+        offline_keys = list((tmp_path / "state").rglob("offline-model.key"))
+        assert offline_keys, "the offline model's key is a server secret too"
+        server_secrets = [secret] + [path.read_text().strip() for path in offline_keys]
 
     assert "Tool bash returned" in reply
     assert chat.page.locator("input[type=password]").count() == 0
@@ -85,6 +86,8 @@ def test_no_key_prompt_and_no_secret_reaches_the_page(tmp_path: Path, browser_co
             assert value not in where, f"a secret was in the headers of {url}"
             assert value.encode() not in body, f"a secret was in the body of {url}"
     assert secret not in chat.page.content()
+    for _, body in seen:
+        assert bridge.token.encode() not in body, "the access token came back in a body"
 
 
 def test_a_dropped_stream_resumes_from_the_last_event_without_repeating_text(
