@@ -6,6 +6,13 @@ transports; remote tracks arrive through :class:`Subscription` transports.
 """
 
 from pibridge.moq.codec import DRAFT_14, SUPPORTED_VERSIONS, codec_for_version
+from pibridge.moq.endpoint import (
+    ALPN,
+    MoqServerService,
+    connectMoq,
+    listenMoq,
+    moqSessionFactory,
+)
 from pibridge.moq.errors import (
     ProtocolViolation,
     PublishDoneCode,
@@ -23,8 +30,6 @@ from pibridge.moq.subscriber import (
     Unsubscribed,
 )
 
-ALPN = "moq-00"
-
 __all__ = [
     "ALPN",
     "DRAFT_14",
@@ -33,6 +38,7 @@ __all__ = [
     "AbsoluteStart",
     "GoingAway",
     "LargestObject",
+    "MoqServerService",
     "MoqSession",
     "NamespaceAnnouncement",
     "NextGroupStart",
@@ -51,4 +57,7 @@ __all__ = [
     "TrackRegistry",
     "Unsubscribed",
     "codec_for_version",
+    "connectMoq",
+    "listenMoq",
+    "moqSessionFactory",
 ]

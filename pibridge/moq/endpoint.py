@@ -19,6 +19,7 @@ from pibridge.quic import (
     IQuicConnectionHandler,
     PeerVerification,
     QuicListeningPort,
+    QuicServerService,
     QuicSettings,
     TlsIdentity,
     connectQuic,
@@ -78,22 +79,18 @@ def connectMoq(
     return connected.addCallback(lambda _connection: session.whenReady())
 
 
-def listenMoq(
+def moqSessionFactory(
     reactor: Any,
-    port: int,
-    identity: TlsIdentity,
     *,
     tracks: TrackRegistry | None = None,
     on_session: Callable[[MoqSession], object] | None = None,
     on_namespace: NamespaceCallback | None = None,
     max_requests: int = DEFAULT_MAX_REQUESTS,
-    interface: str = "",
-    settings: QuicSettings | None = None,
     setup_timeout: float = 10.0,
-) -> QuicListeningPort:
-    """Serve MoQ on ``interface:port``; ``on_session`` gets each session once it is set up.
+) -> Callable[[], MoqSession]:
+    """A QUIC handler factory making one server-side :class:`MoqSession` per connection.
 
-    Every session shares ``tracks``: a SUBSCRIBE on any of them is answered from it.
+    Every session shares ``tracks``; ``on_session`` gets each one once it is set up.
     """
     registry = tracks if tracks is not None else TrackRegistry()
 
@@ -112,6 +109,63 @@ def listenMoq(
             ready.addErrback(lambda _failure: None)  # closed during setup: nothing to report
         return session
 
-    return listenQuic(
-        reactor, port, identity, handler, interface=interface, settings=moqSettings(settings)
+    return handler
+
+
+def listenMoq(
+    reactor: Any,
+    port: int,
+    identity: TlsIdentity,
+    *,
+    tracks: TrackRegistry | None = None,
+    on_session: Callable[[MoqSession], object] | None = None,
+    on_namespace: NamespaceCallback | None = None,
+    max_requests: int = DEFAULT_MAX_REQUESTS,
+    interface: str = "",
+    settings: QuicSettings | None = None,
+    setup_timeout: float = 10.0,
+) -> QuicListeningPort:
+    """Serve MoQ on ``interface:port``; see :func:`moqSessionFactory` for the options."""
+    factory = moqSessionFactory(
+        reactor,
+        tracks=tracks,
+        on_session=on_session,
+        on_namespace=on_namespace,
+        max_requests=max_requests,
+        setup_timeout=setup_timeout,
     )
+    return listenQuic(
+        reactor, port, identity, factory, interface=interface, settings=moqSettings(settings)
+    )
+
+
+class MoqServerService(QuicServerService):
+    """A Twisted service serving MoQ while running (stopping closes every session)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        port: int,
+        identity: TlsIdentity,
+        *,
+        tracks: TrackRegistry | None = None,
+        on_session: Callable[[MoqSession], object] | None = None,
+        on_namespace: NamespaceCallback | None = None,
+        max_requests: int = DEFAULT_MAX_REQUESTS,
+        interface: str = "",
+        settings: QuicSettings | None = None,
+    ) -> None:
+        super().__init__(
+            reactor,
+            port,
+            identity,
+            moqSessionFactory(
+                reactor,
+                tracks=tracks,
+                on_session=on_session,
+                on_namespace=on_namespace,
+                max_requests=max_requests,
+            ),
+            interface=interface,
+            settings=moqSettings(settings),
+        )

@@ -155,6 +155,7 @@ def test_codec_lookup() -> None:
 
 
 @given(varints)
+@settings(deadline=None)
 def test_varint_round_trip(value: int) -> None:
     encoded = encode_varint(value)
     reader = Reader(encoded)
@@ -163,14 +164,14 @@ def test_varint_round_trip(value: int) -> None:
 
 
 @given(control_messages)
-@settings(suppress_health_check=[HealthCheck.too_slow])
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
 def test_control_message_round_trip(message: ControlMessage) -> None:
     encoded = encode_message(message)
     assert decode_message(encoded) == (message, len(encoded))
 
 
 @given(st.lists(control_messages, min_size=1, max_size=5), st.data())
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=50)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=50, deadline=None)
 def test_control_stream_parser_in_pieces(
     messages: list[ControlMessage], data: st.DataObject
 ) -> None:
@@ -187,6 +188,7 @@ def test_control_stream_parser_in_pieces(
 
 
 @given(subgroup_streams(), st.data())
+@settings(deadline=None)
 def test_subgroup_stream_round_trip(
     stream: tuple[SubgroupHeader, list[SubgroupObject]], data: st.DataObject
 ) -> None:
@@ -209,7 +211,7 @@ def test_subgroup_stream_round_trip(
 
 
 @given(control_messages)
-@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=60)
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=60, deadline=None)
 def test_truncated_control_message_fails_cleanly_at_every_offset(message: ControlMessage) -> None:
     # Requests outside the subset keep their body opaque, so only their framing can be short.
     opaque = isinstance(message, SubscribeUpdate | TrackStatus | Fetch | Publish)
@@ -228,7 +230,7 @@ def test_truncated_control_message_fails_cleanly_at_every_offset(message: Contro
 
 
 @given(subgroup_streams())
-@settings(max_examples=60)
+@settings(max_examples=60, deadline=None)
 def test_truncated_subgroup_stream_fails_cleanly_at_every_offset(
     stream: tuple[SubgroupHeader, list[SubgroupObject]],
 ) -> None:

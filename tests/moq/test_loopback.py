@@ -21,6 +21,7 @@ from pibridge.moq import (
     AbsoluteStart,
     MoqSession,
     NamespaceAnnouncement,
+    SessionClosed,
     SessionErrorCode,
     SessionState,
     SubscribeErrorCode,
@@ -36,7 +37,7 @@ from pibridge.moq.draft14.messages import (
     PublishNamespace,
     SetupParameter,
 )
-from pibridge.moq.endpoint import ALPN, connectMoq, listenMoq
+from pibridge.moq.endpoint import ALPN, MoqServerService, connectMoq, listenMoq
 from pibridge.quic import (
     IQuicConnectionHandler,
     PinnedFingerprintVerification,
@@ -94,13 +95,13 @@ class Recorder(Protocol):
         if not self.lost.called:
             self.lost.callback(reason.value)
 
-    def waitFor(self, count: int, reactor: Any) -> Deferred[list[bytes]]:
+    def waitFor(self, count: int, reactor: Any, timeout: float = WAIT) -> Deferred[list[bytes]]:
         d: Deferred[list[bytes]] = Deferred()
         if len(self.objects) >= count:
             d.callback(self.objects)
         else:
             self._waiters.append((count, d))
-        return d.addTimeout(WAIT, reactor)
+        return d.addTimeout(timeout, reactor)
 
 
 class Sessions:
@@ -429,7 +430,7 @@ def test_an_epoch_larger_than_the_relays_group_limit_arrives_whole(
     count = 2100  # 16 KiB each: 33 MiB in one epoch
     flood = Flood(track, count)
     flood.start(reactor)
-    got = yield recorder.waitFor(count, reactor).addTimeout(60, reactor)
+    got = yield recorder.waitFor(count, reactor, timeout=90)
     assert len(got) == count
     assert all(payload == b"%06d" % index * 2731 for index, payload in enumerate(got[:count]))
     assert track.group_id >= 2
@@ -474,3 +475,30 @@ class Flood:
 
     def stopProducing(self) -> None:
         self.count = 0
+
+
+@pytest_twisted.inlineCallbacks
+def test_server_service_serves_while_running_and_closes_sessions_on_stop(
+    reactor: Any, identity: TlsIdentity, tmp_path: Path
+) -> Any:
+    tracks = TrackRegistry()
+    track = tracks.add(TrackPublisher(("pibridge", "svc"), "control"))
+    service = MoqServerService(reactor, 0, identity, tracks=tracks, interface="127.0.0.1")
+    service.startService()
+    assert service.listeningPort is not None
+    session = yield connectMoq(
+        reactor,
+        "127.0.0.1",
+        service.listeningPort.getHost().port,
+        verification=pin(tmp_path, identity.fingerprint.hex),
+    )
+    recorder = Recorder()
+    yield session.subscribe(("pibridge", "svc"), "control", recorder)
+    track.write(b'{"type":"ping"}')
+    got = yield recorder.waitFor(1, reactor)
+    assert got == [b'{"type":"ping"}']
+    yield service.stopService()
+    closed = yield session.whenClosed().addTimeout(WAIT, reactor)
+    assert isinstance(closed, SessionClosed)
+    lost = yield recorder.lost.addTimeout(WAIT, reactor)
+    assert isinstance(lost, SessionClosed)
