@@ -24,7 +24,7 @@ import jwt
 from attrs import frozen
 from twisted.internet import defer
 
-from pibridge.attach.client import EXIT_CONNECTION, Outcome, TerminalClient
+from pibridge.attach.client import EXIT_CONNECTION, EXIT_REFUSED, Outcome, TerminalClient
 from pibridge.attach.local_terminal import StdioTerminal
 from pibridge.attach.tty import RawTerminal
 from pibridge.seal.box import parse_public_key
@@ -70,6 +70,10 @@ Connector = Callable[[Any, AttachOptions, TerminalClient], "defer.Deferred[objec
 
 class UsageProblem(Exception):
     pass
+
+
+class MissingCredential(UsageProblem):
+    """No token at all: the bot would refuse, so this is a refusal (exit 77), said up front."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -192,7 +196,7 @@ def parse_arguments(argv: Sequence[str], environ: Mapping[str, str]) -> AttachOp
     if ui not in UI_MODES:
         raise UsageProblem(f"{UI_MODE_VARIABLE}={ui!r}: use pty or rpc")
     if ui == "pty" and not token:
-        raise UsageProblem(f"a token is needed: --token-file, --token or {TOKEN_VARIABLE}")
+        raise MissingCredential(f"a token is needed: --token-file, --token or {TOKEN_VARIABLE}")
     session_id = arguments.session or str(uuid.uuid4())
     try:
         if str(uuid.UUID(session_id)) != session_id.lower():
@@ -318,7 +322,7 @@ def main(argv: Sequence[str] | None = None, *, connector: Connector | None = Non
         options = parse_arguments(arguments, os.environ)
     except UsageProblem as e:
         sys.stderr.write(f"pibridge-attach: {e}\n")
-        return EXIT_USAGE
+        return EXIT_REFUSED if isinstance(e, MissingCredential) else EXIT_USAGE
     if options.ui == "rpc":
         from pibridge.attach.rpc_ui import run_rpc_ui
 
