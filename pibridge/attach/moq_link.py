@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import attrs
 from twisted.internet.interfaces import IPushProducer
@@ -34,6 +34,10 @@ log = Logger()
 MAX_SEAL_FAILURES = 16
 #: Acknowledge shown output at least this often (bytes).
 ACK_EVERY = 32 * 1024
+
+
+#: How long a refused stdout subscription waits for the bot's reason on control.
+REFUSAL_WAIT: Final = 2.0
 
 
 def new_epoch() -> int:
@@ -131,11 +135,16 @@ class AttachLink:
         )
         output = PayloadChannel(self._output_received, self._track_lost)
         self.moq.subscribe(namespace, "stdout", output, start=start).addCallbacks(
-            self._output_subscribed, self._failed, errbackArgs=("subscribing to stdout",)
+            self._output_subscribed, self._output_refused
         )
 
     def _output_subscribed(self, subscription: Any) -> None:
         self.output_subscription = subscription
+
+    def _output_refused(self, failure: Failure) -> None:
+        """A refused open publishes only control, whose error and close travel on a data
+        stream that can arrive after this SUBSCRIBE_ERROR: give them time to say why."""
+        self.moq.clock.callLater(REFUSAL_WAIT, self._failed, failure, "subscribing to stdout")
 
     # -- from the bot -------------------------------------------------------------------
 
