@@ -14,6 +14,7 @@ from pathlib import Path
 import attrs
 import psutil  # type: ignore[import-untyped]
 
+from pibridge.terminal.auth import TokenAuthority, load_or_create_key
 from tests.servers import ServerProcess
 
 BIN = Path(sys.executable).parent
@@ -51,6 +52,15 @@ class Bot:
         if ttl is not None:
             argv += ["--ttl", ttl]
         return subprocess.run(argv, check=True, capture_output=True, text=True).stdout.strip()
+
+    def expired_token(self, user: str = "alice", group: str = "team") -> str:
+        """A token minted with the bot's key an hour ago for ten minutes.
+
+        The bot allows 30 s of clock skew, so a token that just expired would
+        still pass; an old one is what a user really holds.
+        """
+        authority = TokenAuthority(load_or_create_key(self.state), clock=lambda: time.time() - 3600)
+        return authority.mint(user, group, ttl_seconds=600)
 
     def log(self) -> str:
         self.server._read()
