@@ -36,12 +36,13 @@ def percentile(samples: list[float], fraction: float) -> float:
 # --- pibridge's Twisted adapter --------------------------------------------
 
 
-def run_twisted(size: int, echoes: int, state: Path) -> dict[str, float]:
+def run_twisted(size: int, echoes: int, state: Path, datagram: int) -> dict[str, float]:
     from twisted.internet import defer, reactor
     from twisted.internet.protocol import Protocol
 
     from pibridge.quic import (
         PinnedFingerprintVerification,
+        QuicSettings,
         connectQuic,
         listenQuic,
         load_or_create_identity,
@@ -103,7 +104,10 @@ def run_twisted(size: int, echoes: int, state: Path) -> dict[str, float]:
 
     async def main() -> None:
         identity = load_or_create_identity(state)
-        port = listenQuic(reactor, 0, identity, ServerHandler, interface="127.0.0.1")
+        settings = QuicSettings(max_datagram_size=datagram)
+        port = listenQuic(
+            reactor, 0, identity, ServerHandler, interface="127.0.0.1", settings=settings
+        )
         connection = await connectQuic(
             reactor,
             "127.0.0.1",
@@ -112,6 +116,7 @@ def run_twisted(size: int, echoes: int, state: Path) -> dict[str, float]:
             verification=PinnedFingerprintVerification(
                 known_hosts=state / "known_hosts", notify=lambda message: None
             ),
+            settings=settings,
         )
         # throughput: a push producer writing as fast as the adapter allows
         reader = Reader()
@@ -181,7 +186,7 @@ def run_twisted(size: int, echoes: int, state: Path) -> dict[str, float]:
 # --- aioquic's own asyncio integration -------------------------------------
 
 
-def run_asyncio(size: int, echoes: int, state: Path) -> dict[str, float]:
+def run_asyncio(size: int, echoes: int, state: Path, datagram: int) -> dict[str, float]:
     import asyncio
     import ssl
 
@@ -213,14 +218,19 @@ def run_asyncio(size: int, echoes: int, state: Path) -> dict[str, float]:
 
     async def main() -> None:
         identity = load_or_create_identity(state)
-        server_configuration = QuicConfiguration(is_client=False, alpn_protocols=["moq-00"])
+        server_configuration = QuicConfiguration(
+            is_client=False, alpn_protocols=["moq-00"], max_datagram_size=datagram
+        )
         server_configuration.load_cert_chain(identity.certificate_path, identity.key_path)
         server = await serve(
             "127.0.0.1", 0, configuration=server_configuration, create_protocol=Server
         )
         port = server._transport.get_extra_info("sockname")[1]
         client_configuration = QuicConfiguration(
-            is_client=True, alpn_protocols=["moq-00"], verify_mode=ssl.CERT_NONE
+            is_client=True,
+            alpn_protocols=["moq-00"],
+            verify_mode=ssl.CERT_NONE,
+            max_datagram_size=datagram,
         )
         async with connect("127.0.0.1", port, configuration=client_configuration) as client:
             reader, writer = await client.create_stream()
@@ -256,10 +266,10 @@ def run_asyncio(size: int, echoes: int, state: Path) -> dict[str, float]:
 # --- driver ------------------------------------------------------------------
 
 
-def worker(stack: str, size: int, echoes: int) -> None:
+def worker(stack: str, size: int, echoes: int, datagram: int) -> None:
     with tempfile.TemporaryDirectory() as state:
         runner = run_twisted if stack == "twisted" else run_asyncio
-        print(json.dumps(runner(size, echoes, Path(state))))
+        print(json.dumps(runner(size, echoes, Path(state), datagram)))
 
 
 def summarise(values: list[float]) -> dict[str, float]:
@@ -271,11 +281,14 @@ def main() -> None:
     parser.add_argument("--size-mib", type=int, default=64)
     parser.add_argument("--echoes", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--max-datagram-size", type=int, default=1200, help="UDP payload size (aioquic: 1200)"
+    )
     parser.add_argument("--worker", choices=["twisted", "asyncio"])
     args = parser.parse_args()
     size = args.size_mib * MIB
     if args.worker:
-        worker(args.worker, size, args.echoes)
+        worker(args.worker, size, args.echoes, args.max_datagram_size)
         return
 
     runs: dict[str, list[dict[str, float]]] = {"twisted": [], "asyncio": []}
@@ -286,6 +299,7 @@ def main() -> None:
             command = [
                 sys.executable, __file__, "--worker", stack,
                 "--size-mib", str(args.size_mib), "--echoes", str(args.echoes),
+                "--max-datagram-size", str(args.max_datagram_size),
             ]  # fmt: skip
             completed = subprocess.run(
                 command, capture_output=True, text=True, env=env, timeout=900, check=False
@@ -315,6 +329,7 @@ def main() -> None:
             "size_mib": args.size_mib,
             "echoes": args.echoes,
             "runs": args.runs,
+            "max_datagram_size": args.max_datagram_size,
             "chunk": CHUNK,
             "echo_size": ECHO_SIZE,
         },
@@ -325,8 +340,11 @@ def main() -> None:
         "runs": runs,
         "failed_runs": failures,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    results = RESULTS
+    if args.max_datagram_size != 1200:
+        results = RESULTS.with_name(f"quic-datagram-{args.max_datagram_size}.json")
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(report, indent=2) + "\n")
     for metric, values in summary.items():
         line = "  ".join(
             f"{stack}: median {v['median']:.3f} (min {v['min']:.3f}, max {v['max']:.3f})"
@@ -334,7 +352,7 @@ def main() -> None:
             if isinstance(v, dict)
         )
         print(f"{metric}: {line}  ratio twisted/asyncio {values['ratio_twisted_over_asyncio']:.2f}")
-    print(f"wrote {RESULTS}")
+    print(f"wrote {results}")
 
 
 if __name__ == "__main__":

@@ -211,14 +211,14 @@ class QuicServerProtocol(_BurstProtocol):
         self.feed(connection, data, addr)
 
     def _newConnection(self, data: bytes, addr: Any, header: Any) -> QuicConnectionTransport | None:
-        if header.version is None or header.packet_type is not QuicPacketType.INITIAL:
-            if header.version is not None and header.version not in self._supportedVersions:
-                self._negotiateVersion(addr, header)
-            else:
-                _log.debug("Dropped a packet for an unknown connection from {addr}", addr=addr)
+        if header.version is None:
+            _log.debug("Dropped a packet for an unknown connection from {addr}", addr=addr)
             return None
         if header.version not in self._supportedVersions:
-            self._negotiateVersion(addr, header)
+            self._negotiateVersion(data, addr, header)
+            return None
+        if header.packet_type is not QuicPacketType.INITIAL:
+            _log.debug("Dropped a packet for an unknown connection from {addr}", addr=addr)
             return None
         if not MIN_INITIAL_DATAGRAM <= len(data) <= self._maxInitial:
             _log.debug("Dropped an Initial of {size} bytes from {addr}", size=len(data), addr=addr)
@@ -236,10 +236,12 @@ class QuicServerProtocol(_BurstProtocol):
             self._byCid[cid] = connection
         return connection
 
-    def _negotiateVersion(self, addr: Any, header: Any) -> None:
+    def _negotiateVersion(self, data: bytes, addr: Any, header: Any) -> None:
+        """Answer an unknown version with the versions we speak (RFC 9000 section 6)."""
         if header.version == 0:  # a Version Negotiation packet itself: never answer
             return
-        if len(header.destination_cid) < 8 and header.packet_type is QuicPacketType.INITIAL:
+        if len(data) < MIN_INITIAL_DATAGRAM:  # too small to be a first flight: no reply
+            _log.debug("Dropped a small packet of unknown version from {addr}", addr=addr)
             return
         packet = encode_quic_version_negotiation(
             source_cid=header.destination_cid,

@@ -90,6 +90,8 @@ async def test_garbage_and_bad_initials_are_dropped_quietly(
             long_header(1, 1200)[:1199],  # one byte short
             long_header(1, 4000),  # oversized Initial
             b"\xc0\x00\x00\x00\x01\xff" + os.urandom(1300),  # impossible cid length
+            long_header(0x1A2A3A4A, 300),  # unknown version, too small to deserve a reply
+            long_header(0, 1200),  # a Version Negotiation packet is never answered
         ]
         for datagram in junk:
             udp.write(datagram, target)
