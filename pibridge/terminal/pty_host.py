@@ -328,9 +328,18 @@ class PtyHost:
     def _signal_groups(self, signum: int) -> None:
         if self.exit_status is not None:
             return
-        for group in self._groups:
+        for group in self._program_groups():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(group, signum)
+
+    def _program_groups(self) -> list[int]:
+        """The program's process groups, never pibridge's own.
+
+        Before the child's setsid the PTY has no foreground group and tcgetpgrp
+        answers 0 or our own group: killpg would then signal pibridge itself.
+        """
+        ours = os.getpgrp()
+        return [group for group in self._groups if group > 1 and group != ours]
 
     def _ended(self, status: ExitStatus) -> None:
         self._master_closed = True
@@ -343,7 +352,7 @@ class PtyHost:
                 call.cancel()
         if self._terminating:
             # Leftovers of the program's groups must not outlive the session.
-            for group in self._groups:
+            for group in self._program_groups():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(group, signal.SIGKILL)
         self.exit_status = status

@@ -151,3 +151,18 @@ def test_nobody_reattaching_ends_the_program_after_the_grace_window() -> None:
     status = yield session.host.when_ended()  # type: ignore[union-attr]
     assert status.signal is not None
     assert finished == [session]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_second_client_replaces_the_first() -> None:
+    finished: list[TerminalSession] = []
+    session = make_session(script("import sys; sys.stdin.read()"), finished)
+    first, second = RecordingLink(), RecordingLink()
+    session.attach(first, open_for(session))
+    session.attach(second, open_for(session))
+    assert first.ended
+    replaced = first.controls[-1]
+    assert isinstance(replaced, Close) and replaced.reason == "replaced"
+    session.client_closed(second, "user_exit")
+    status = yield session.host.when_ended()  # type: ignore[union-attr]
+    assert status.exit_code is not None or status.signal is not None
