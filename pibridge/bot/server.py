@@ -44,6 +44,7 @@ from pibridge.terminal.control import (
     Ping,
     Pong,
     Resize,
+    Status,
 )
 from pibridge.terminal.heartbeat import Heartbeat
 from pibridge.terminal.pty_host import PtySpec
@@ -56,6 +57,9 @@ CLIENT_MARK = b"client"
 MAX_REMEMBERED_CLIENT_KEYS = 65536
 #: Objects that fail to open before a relay-mode attach is ended.
 MAX_SEAL_FAILURES = 16
+#: Output held back this long (no acknowledgement, or a full stream) shows as "slow".
+SLOW_AFTER = 2.0
+SLOW_CHECK_EVERY = 1.0
 #: How long a refused client may stay connected to read why.
 REFUSED_LINGER = 10.0
 #: Largest stdout object; a reattach replay is cut into pieces of this size.
@@ -165,6 +169,10 @@ class TerminalBot:
         if identity.group != request.agent_group_id:
             raise Refused(RefusalReason.WRONG_OWNER, "the token is for another agent group")
         session = self.sessions.get(request.session_id)
+        if session is None and request.resume_offset is not None:
+            # A reattach after the grace window: say the session is gone rather
+            # than start a fresh program under the old id.
+            raise Refused(RefusalReason.UNKNOWN_SESSION, "it ended while no client was attached")
         # What to run is decided before binding, so a bot that cannot start
         # its program (pi not configured) refuses without keeping anything.
         spec = self.spec_for(request) if session is None else None
@@ -230,6 +238,9 @@ class ClientAttachment:
     seal: SealedLink | None = None
     subscriptions: list[Any] = attrs.field(factory=list)
     published: bool = False
+    slow_check: IDelayedCall | None = None
+    stalled_since: float | None = None
+    slow_reported: bool = False
 
     def start(self) -> None:
         self._subscribe("control", self._control_object, self.control_lost, AbsoluteStart(0, 0))
@@ -414,6 +425,7 @@ class ClientAttachment:
             timeout=self.bot.heartbeat_timeout,
         )
         self.heartbeat.start()
+        self.slow_check = self.bot.reactor.callLater(SLOW_CHECK_EVERY, self._check_slow)
         log.info(
             "terminal session {sid} attached for {user}/{group} (epoch {epoch})",
             sid=self.session_id,
@@ -421,6 +433,27 @@ class ClientAttachment:
             group=session.owner.group,
             epoch=self.epoch,
         )
+
+    def _check_slow(self) -> None:
+        """Tell the user when output has been held back for a while (a slow or stalled link)."""
+        self.slow_check = None
+        if self.ended or self.session is None or self.session.gate is None:
+            return
+        now = self.bot.reactor.seconds()
+        gate = self.session.gate
+        if gate.attached and gate.paused and self.session.link is self:
+            if self.stalled_since is None:
+                self.stalled_since = now
+            elif now - self.stalled_since >= SLOW_AFTER and not self.slow_reported:
+                self.slow_reported = True
+                detail = f"{gate.in_flight} bytes of output waiting for the client"
+                self.send_control(Status("slow", self.session_id, detail))
+        else:
+            self.stalled_since = None
+            if self.slow_reported:
+                self.slow_reported = False
+                self.send_control(Status("ok", self.session_id))
+        self.slow_check = self.bot.reactor.callLater(SLOW_CHECK_EVERY, self._check_slow)
 
     def _stdin_subscribed(self, subscription: Any) -> None:
         if subscription is None or self.ended:
@@ -549,9 +582,10 @@ class ClientAttachment:
             return
         self.ended = True
         self.stop_heartbeat()
-        if self.linger is not None and self.linger.active():
-            self.linger.cancel()
-        self.linger = None
+        for call in (self.linger, self.slow_check):
+            if call is not None and call.active():
+                call.cancel()
+        self.linger = self.slow_check = None
         for track in (self.control_out, self.stdout):
             if track is not None:
                 track.unregisterProducer()

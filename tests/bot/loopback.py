@@ -60,13 +60,21 @@ class Client:
     output: bytearray = attrs.field(factory=bytearray)
     controls: list[Message] = attrs.field(factory=list)
     lost: list[str] = attrs.field(factory=list)
+    #: A client that stops acknowledging looks like a terminal that stopped rendering.
+    acking: bool = True
     waiters: list[tuple[Callable[[Client], bool], defer.Deferred[None]]] = attrs.field(factory=list)
 
     def got_output(self, data: bytes) -> None:
         self.output += data
-        if self.link is not None:
+        if self.link is not None and self.acking:
             self.link.shown_output(len(data))
         self._check()
+
+    def resume_acking(self) -> None:
+        self.acking = True
+        if self.link is not None:
+            self.link.shown_output(len(self.output) - self.link.shown)
+            self.link.flush_ack()
 
     def got_control(self, message: Message) -> None:
         self.controls.append(message)

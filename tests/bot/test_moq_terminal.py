@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest_twisted
 
-from pibridge.terminal.control import OpenAck
+from pibridge.terminal.control import OpenAck, Status
 from tests.bot.loopback import attach, start_bot
 
 SHELLISH = (
@@ -55,6 +55,34 @@ def test_forged_token_is_refused_with_a_reason(tmp_path: Path) -> None:
         assert client.close.reason == "refused"
         assert "malformed" in (client.close.message or "")
         assert not bot.bot.sessions
+    finally:
+        yield bot.bot.stop()
+        yield bot.port.stopListening()
+
+
+FLOOD = (sys.executable, "-c", "import sys\nwhile True: sys.stdout.write('y' * 4096)")
+
+
+@pytest_twisted.inlineCallbacks
+def test_held_back_output_is_reported_slow_and_bounded(tmp_path: Path) -> None:
+    """A client that stops showing output gets a window's worth, and a "slow" status."""
+    bot = start_bot(tmp_path, FLOOD)
+    try:
+        client = yield attach(bot, tmp_path)
+        client.acking = False
+        yield client.until(
+            lambda c: any(isinstance(m, Status) and m.state == "slow" for m in c.controls)
+        )
+        [session] = bot.bot.sessions.values()
+        assert session.gate is not None and session.gate.paused
+        window = session.gate.window
+        # Bounded: the program blocks instead of output piling up anywhere.
+        assert len(client.output) <= window + 64 * 1024
+        client.resume_acking()
+        yield client.until(
+            lambda c: any(isinstance(m, Status) and m.state == "ok" for m in c.controls)
+        )
+        assert len(client.output) > window
     finally:
         yield bot.bot.stop()
         yield bot.port.stopListening()
