@@ -154,6 +154,9 @@ class TerminalClient:
     write_error: Callable[[str], object] = lambda text: None
     heartbeat_interval: float = 5.0
     heartbeat_timeout: float = 20.0
+    #: Where a link that went silent is reported, if something can reattach;
+    #: without it silence ends the attach.
+    on_silent: Callable[[str], None] | None = None
     screen: ScreenState = attrs.field(factory=ScreenState)
     state: State = attrs.field(init=False, default=State.NEW)
     #: Output bytes shown so far: where a reattach resumes.
@@ -218,8 +221,10 @@ class TerminalClient:
     def control_received(self, message: control.Message) -> None:
         self._heartbeat.heard()
         if isinstance(message, control.OpenAck):
-            if message.session_id == self.session_id and self._move(Event.OPEN_ACK):
-                self._heartbeat.start()
+            if message.session_id == self.session_id and (
+                self._move(Event.OPEN_ACK) or self.state is State.OPEN
+            ):
+                self._heartbeat.start()  # again after a reattach
         elif isinstance(message, control.Close):
             self._finish(outcome_of_close(message))
         elif isinstance(message, control.Error):
@@ -285,6 +290,11 @@ class TerminalClient:
             self.status.clear()
 
     def _heartbeat_lost(self, reason: str) -> None:
+        if self.on_silent is not None and self.state is State.OPEN:
+            # A cut link that QUIC has not noticed yet: the session may still
+            # be kept for us on the bot, so reattach rather than give up.
+            self.on_silent("no answer from the bot")
+            return
         self._end_locally(reason, "no answer from the bot")
 
     # -- ending ------------------------------------------------------------------------

@@ -56,6 +56,9 @@ class Attachment:
     delay: float = FIRST_RETRY
     attaches: int = 0
 
+    def __attrs_post_init__(self) -> None:
+        self.client.on_silent = self._silent
+
     def verification(self) -> PinnedFingerprintVerification:
         return PinnedFingerprintVerification(
             known_hosts=self.options.known_hosts or default_known_hosts_path(),
@@ -117,6 +120,16 @@ class Attachment:
             self.lost_at = self.reactor.seconds()
             log.info("attach: link lost ({why}), reattaching", why=why)
         self._schedule(why)
+
+    def _silent(self, why: str) -> None:
+        """The bot went quiet: drop this link without a word (the bot keeps the
+        session for its grace window) and reattach."""
+        link = self.link
+        if link is not None and not link.closed:
+            link.closed = True
+            if not link.moq.isClosed:
+                link.moq.close(reason="no answer")
+        self._lost(why)
 
     def _schedule(self, why: str) -> None:
         assert self.lost_at is not None
