@@ -53,6 +53,10 @@ token *ARGS:
 test *ARGS: setup
     {{bin}}/pytest {{ARGS}}
 
+# Impaired links, cuts, rebinding and namespaces, long variants included.
+faults *ARGS: setup
+    {{bin}}/pytest tests/faults -m faults --faults-long {{ARGS}}
+
 # ruff and mypy.
 lint:
     {{bin}}/ruff check .
