@@ -147,3 +147,18 @@ def test_model_errors_and_stops_are_said_plainly(bridge: Bridge, browser_context
     assert "line 200 of 200" not in stopped
     chat.page.get_by_text("Session stopped.").wait_for()
     assert "Stopped" in chat.session_state()
+
+
+def test_a_second_tab_follows_a_reply_already_streaming(
+    bridge: Bridge, browser_context: Any
+) -> None:
+    first = ChatPage(browser_context.new_page()).open(bridge.sign_in_url("agent_mode=pi"))
+    first.send("Slowly please [slow: 30] [long: 120]")
+    first.page.get_by_text("line 10 of 120").wait_for()
+
+    second = ChatPage(browser_context.new_page()).open(bridge.page_base + "?agent_mode=pi")
+    second.page.get_by_text("line 120 of 120").wait_for()
+    reply = second.wait_reply_finished().inner_text()
+    for number in (1, 60, 120):
+        assert reply.count(f"line {number} of 120") == 1
+    assert first.wait_reply_finished().inner_text() == reply

@@ -101,7 +101,7 @@ export const api = {
     send(`${sessionPath(id)}/events`, {
       headers: {
         accept: "text/event-stream",
-        ...(lastEventId ? { "last-event-id": String(lastEventId) } : {}),
+        "last-event-id": String(lastEventId || 0),
       },
       signal,
     }),

@@ -284,10 +284,11 @@ async function selectSession(id) {
     } catch (error) {
       showProblem(error);
     }
-    if (view && typeof view.last_event_id === "number") {
+    const replying = view && (view.state === "streaming" || view.state === "starting");
+    if (replying && !page.streams.has(id)) follow(id, null, true);
+    else if (view && typeof view.last_event_id === "number") {
       conversation.lastEventId = Math.max(conversation.lastEventId, view.last_event_id);
     }
-    if (view && view.state === "streaming" && !page.streams.has(id)) follow(id, null);
   }
   if (page.activeId !== id) return;
   ui.messages.replaceChildren(conversation.list);
@@ -346,7 +347,34 @@ function scrollToEnd(force = false) {
   });
 }
 
-function handleEvent(id, event) {
+/**
+ * For a page that arrives while a reply streams: the saved history has only
+ * the prompt, so the events are replayed from the start of the log and this
+ * lets through those from the current turn's `session` event on. The events
+ * route names the current turn in its first (header) event.
+ */
+class CurrentTurnOnly {
+  constructor() {
+    this.turn = null;
+    this.open = false;
+  }
+
+  admits(type, data) {
+    if (this.open) return true;
+    if (type === "gap") {
+      // The turn's start is gone from the log: show what is left of it.
+      this.open = true;
+    } else if (type === "session" && this.turn === null) {
+      this.turn = data.turn;
+      return false;
+    } else if (type === "session" && data.turn === this.turn) {
+      this.open = true;
+    }
+    return this.open;
+  }
+}
+
+function handleEvent(id, event, filter = null) {
   const conversation = page.conversations.get(id);
   if (!conversation) return false;
   let data = {};
@@ -355,6 +383,7 @@ function handleEvent(id, event) {
   } catch {
     data = { text: event.data };
   }
+  if (filter !== null && !filter.admits(event.type, data)) return true;
   const fresh = conversation.apply(event.type, data, event.id);
   if (!fresh) return true;
   if (event.type === "session" && data.state) updateSession(id, { state: data.state });
@@ -378,11 +407,11 @@ async function reloadHistory(id) {
  * event (done or error) arrives, false if the stream ended first. The reply
  * stream is left to end by itself; a reconnect stream is closed at once.
  */
-function consume(id, response, closeAtEnd) {
+function consume(id, response, closeAtEnd, filter = null) {
   return new Promise((resolve, reject) => {
     let finished = false;
     readEvents(response, (event) => {
-      handleEvent(id, event);
+      handleEvent(id, event, filter);
       if (TERMINAL.has(event.type) && !finished) {
         finished = true;
         resolve(true);
@@ -403,21 +432,24 @@ function consume(id, response, closeAtEnd) {
  * stream), or null to start from a reconnect. A broken stream is resumed
  * with Last-Event-ID; events already shown are skipped by id.
  */
-async function follow(id, opening) {
+async function follow(id, opening, catchUp = false) {
   if (page.streams.has(id)) return;
   const controller = new AbortController();
   page.streams.set(id, controller);
   renderSessionState();
+  const filter = catchUp ? new CurrentTurnOnly() : null;
+  const conversation = page.conversations.get(id);
+  const seen = () => (conversation ? conversation.lastEventId : 0);
   try {
     let response = opening;
+    let before = seen();
     for (let attempt = 0; ; ) {
       try {
         const reconnecting = response === null;
-        if (reconnecting) {
-          const conversation = page.conversations.get(id);
-          response = await api.events(id, conversation ? conversation.lastEventId : 0, controller.signal);
-        }
-        if (await consume(id, response, reconnecting)) return;
+        const replaying = filter !== null && !filter.open;
+        before = seen();
+        if (reconnecting) response = await api.events(id, replaying ? 0 : seen(), controller.signal);
+        if (await consume(id, response, reconnecting, replaying ? filter : null)) return;
         attempt = 0;
       } catch (error) {
         if (controller.signal.aborted || error instanceof AuthRequired) throw error;
@@ -443,9 +475,10 @@ async function follow(id, opening) {
       );
       if (session === null) return;
       if (session && session.state !== "streaming" && session.state !== "starting") {
-        const conversation = page.conversations.get(id);
-        if (conversation && conversation.lastEventId >= (session.last_event_id ?? Infinity)) return;
-        if (session.last_event_id === undefined) {
+        // The turn is over on the server. Fetch what is missing once more;
+        // if that brought nothing, the saved history is the answer.
+        if (seen() >= (session.last_event_id ?? Infinity)) return;
+        if (session.last_event_id === undefined || seen() === before) {
           await finishFromHistory(id);
           return;
         }
