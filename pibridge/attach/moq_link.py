@@ -103,7 +103,7 @@ class AttachLink:
             return self.seal.open(channel, payload)
         except SealError as e:
             log.warn("dropped an object from the relay that did not open: {why}", why=str(e))
-            if self.seal.failures >= MAX_SEAL_FAILURES and not self.closed:
+            if self.seal.failures == MAX_SEAL_FAILURES and not self.closed:
                 self.on_lost("too many objects from the relay failed to open")
             return None
 

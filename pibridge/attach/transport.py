@@ -88,7 +88,18 @@ class Attachment:
         if self.options.relay is not None:
             assert self.options.bot_key is not None
             seal = SealedLink.for_client(parse_public_key(self.options.bot_key))
-        link = AttachLink(moq, request, self._output, self._control, self._lost, seal=seal)
+
+        def lost(why: str) -> None:
+            # Only the current link's first report counts: a link reports a drop
+            # from each track and from its connection, and each report would start
+            # another reattach, each publishing the same client namespace. The
+            # dropped link is closed so a relay forgets its namespace.
+            if holder and holder[0] is self.link:
+                self.link = None
+                holder[0].close()
+                self._lost(why)
+
+        link = AttachLink(moq, request, self._output, self._control, lost, seal=seal)
         holder.append(link)
         self.link = link
         self.attaches += 1

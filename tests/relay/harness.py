@@ -84,13 +84,17 @@ def eventually(condition: Callable[[], bool], timeout: float = 15.0) -> defer.De
     def check() -> None:
         if condition():
             poll.stop()
+            done.callback(None)
+
+    def give_up(failure: Any) -> Any:
+        if poll.running:
+            poll.stop()
+        return failure
 
     poll = LoopingCall(check)
     poll.clock = reactor
-    poll.start(0.01, now=True).addCallback(lambda _: done.callback(None))
-    done.addTimeout(
-        timeout, reactor, onTimeoutCancel=lambda *_: poll.stop() if poll.running else None
-    )
+    poll.start(0.01, now=True)
+    done.addTimeout(timeout, reactor).addErrback(give_up)
     return done
 
 
@@ -161,6 +165,12 @@ class SealedClient(Client):
     """A client that reached a bot through the relay, sealed to the key it pinned."""
 
     moq: MoqSession | None = None
+    #: Output objects received (each one sealed object on the stdout track).
+    output_objects: int = 0
+
+    def got_output(self, data: bytes) -> None:
+        self.output_objects += 1
+        Client.got_output(self, data)
 
     def leave(self) -> None:
         if self.link is not None:
