@@ -41,9 +41,13 @@ def first_event(kind: str) -> tuple[defer.Deferred[None], Any]:
     """A Deferred fired (on the reactor) when the SSE reader thread first sees ``kind``."""
     seen: defer.Deferred[None] = defer.Deferred()
 
+    def fire() -> None:
+        if not seen.called:
+            seen.callback(None)
+
     def on_event(event_kind: str) -> None:
         if event_kind == kind:
-            cast(IReactorThreads, reactor).callFromThread(lambda: None if seen.called else seen.callback(None))
+            cast(IReactorThreads, reactor).callFromThread(fire)
 
     return seen, on_event
 
