@@ -7,12 +7,16 @@ from typing import Any
 
 import pytest_twisted
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IConsumer, IPushProducer, ITransport
 from twisted.internet.protocol import Protocol
 from twisted.internet.task import deferLater
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
 from pibridge.quic import (
+    IQuicConnectionTransport,
     IQuicDatagramHandler,
+    IQuicStreamTransport,
     PinnedFingerprintVerification,
     QuicConnectionTransport,
     QuicSettings,
@@ -69,6 +73,9 @@ async def test_echo_on_one_stream(
     assert connection.alpn == "moq-00"
     collector = Collector()
     stream = connection.openStream(collector)
+    for interface in (ITransport, IConsumer, IPushProducer, IQuicStreamTransport):
+        assert verifyObject(interface, stream)
+    assert verifyObject(IQuicConnectionTransport, connection)
     stream.write(b"hello, ")
     stream.write(b"quic")
     stream.loseConnection()
