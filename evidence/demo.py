@@ -161,19 +161,19 @@ def address() -> str:
 
 
 def send(text: str, wait: bool = True) -> None:
-    before = int(js("document.querySelectorAll('#messages .message.assistant').length"))
+    before = int(js("document.querySelectorAll('#messages .message.reply').length"))
     rodney("clear", "#composer-input")
     rodney("input", "#composer-input", text)
     rodney("click", "#send")
-    wait_until(f"document.querySelectorAll('#messages .message.assistant').length > {before}")
+    wait_until(f"document.querySelectorAll('#messages .message.reply').length > {before}")
     if wait:
-        wait_until("!document.querySelector('#messages .message.assistant[aria-busy]')")
+        wait_until("!document.querySelector('#messages .message.reply[aria-busy]')")
     print(f"sent: {text}")
 
 
 def reply() -> None:
     # The body only: the token count under it depends on the prompt pi builds.
-    last = "[...document.querySelectorAll('#messages .message.assistant')].pop()"
+    last = "[...document.querySelectorAll('#messages .message.reply')].pop()"
     print(js(f"{last}.querySelector('.message-body').innerText"))
 
 
@@ -231,7 +231,7 @@ def layout() -> None:
         " const rail = document.getElementById('pi-rail');"
         " const composer = document.getElementById('composer').getBoundingClientRect();"
         " const list = document.getElementById('messages');"
-        " const busy = !!document.querySelector('#messages .message.assistant[aria-busy]');"
+        " const busy = !!document.querySelector('#messages .message.reply[aria-busy]');"
         " return {"
         "  panel: rail.hidden ? 'collapsed' : 'expanded',"
         "  composer_at_bottom: rail.hidden ? null : Math.abs(composer.bottom - innerHeight) < 1,"

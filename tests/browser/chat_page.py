@@ -34,14 +34,14 @@ class ChatPage:
 
     @property
     def replies(self) -> Any:
-        return self.page.locator("#messages .message.assistant")
+        return self.page.locator("#messages .message.reply")
 
     def send(self, text: str) -> None:
         replies_before = self.replies.count()
         self.input.fill(text)
         self.page.get_by_role("button", name="Send message").click()
         self.page.wait_for_function(
-            "n => document.querySelectorAll('#messages .message.assistant').length > n",
+            "n => document.querySelectorAll('#messages .message.reply').length > n",
             arg=replies_before,
             timeout=STREAM_TIMEOUT_MS,
         )
@@ -50,7 +50,7 @@ class ChatPage:
         """The newest reply once it ended (done, error or stopped)."""
         last = self.replies.last
         self.page.wait_for_function(
-            "() => { const replies = document.querySelectorAll('#messages .message.assistant');"
+            "() => { const replies = document.querySelectorAll('#messages .message.reply');"
             " const r = replies[replies.length - 1];"
             " return r && !r.hasAttribute('aria-busy'); }",
             timeout=STREAM_TIMEOUT_MS,

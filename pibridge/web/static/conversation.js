@@ -47,10 +47,10 @@ class ToolBlock {
   }
 }
 
-/** An assistant reply: text segments and tool blocks in the order they came. */
-class AssistantTurn {
+/** A reply from pi: text segments and tool blocks in the order they came. */
+class ReplyTurn {
   constructor(list) {
-    this.root = element("li", "message assistant");
+    this.root = element("li", "message reply");
     this.root.setAttribute("aria-label", "Reply");
     this.body = element("div", "message-body");
     this.root.append(this.body);
@@ -135,7 +135,7 @@ export class Conversation {
   /** The reply being streamed, started on first use. */
   turn() {
     if (this.current === null || this.current.finished) {
-      this.current = new AssistantTurn(this.list);
+      this.current = new ReplyTurn(this.list);
       this.current.root.setAttribute("aria-busy", "true");
     }
     return this.current;
