@@ -61,6 +61,10 @@ def test_typing_stays_responsive_while_a_long_reply_streams(
     )
     chat.send("Stream slowly [slow: 20] [long: 300]")
     chat.page.get_by_text("line 5 of 300").wait_for()
+    chat.page.evaluate(
+        "() => { window.earlyNodes = [document.querySelector('#messages .message.user'),"
+        " document.querySelector('#messages .message.reply p.text')]; }"
+    )
 
     typed = "typing while pi replies"
     chat.input.click()
@@ -82,6 +86,11 @@ def test_typing_stays_responsive_while_a_long_reply_streams(
     reply = chat.wait_reply_finished().inner_text()
     assert "line 300 of 300" in reply
     assert reply.count("line 150 of 300") == 1
+    kept = chat.page.evaluate(
+        "() => window.earlyNodes.map(node => node.isConnected)"
+        " .concat([window.earlyNodes[1].textContent.includes('line 300 of 300')])"
+    )
+    assert kept == [True, True, True], "the list was rebuilt while streaming, not appended to"
     assert chat.input.input_value() == typed, "the draft survived the end of the reply"
 
 
