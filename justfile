@@ -57,6 +57,10 @@ test *ARGS: setup
 faults *ARGS: setup
     {{bin}}/pytest tests/faults -m faults --faults-long {{ARGS}}
 
+# Showboat document with Rodney screenshots of the chat page, from a fresh start.
+evidence: setup
+    bash evidence/build.sh
+
 # ruff and mypy.
 lint:
     {{bin}}/ruff check .

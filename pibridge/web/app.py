@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
 from klein import Klein
 from twisted.internet.interfaces import IReactorTime
 from twisted.web.iweb import IRequest
+from twisted.web.static import File
 
 from pibridge import __version__
 from pibridge.chat.manager import ChatManager
@@ -22,6 +24,15 @@ from pibridge.web.chat_routes import (
 )
 from pibridge.web.openapi import openapi_document
 from pibridge.web.sse import DEFAULT_KEEPALIVE
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+
+def page_headers(request: IRequest) -> None:
+    """The page runs only its own code and leaks nothing in referrers."""
+    request.setHeader(b"content-security-policy", b"default-src 'self'; img-src 'self' data:")
+    request.setHeader(b"referrer-policy", b"no-referrer")
+    request.setHeader(b"x-content-type-options", b"nosniff")
 
 
 @attrs.define(eq=False)
@@ -46,6 +57,8 @@ class HttpApi:
     def __attrs_post_init__(self) -> None:
         self.app.route("/api/capabilities", methods=["GET"])(self.capabilities)
         self.app.route("/api/openapi.json", methods=["GET"])(self.openapi)
+        self.app.route("/", methods=["GET"])(self.page)
+        self.app.route("/static/", branch=True, methods=["GET"])(self.static)
         if self.metrics is not None:
             self.app.route("/metrics", methods=["GET"])(self.render_metrics)
         if self.chat is None:
@@ -94,6 +107,18 @@ class HttpApi:
                 "services": services,
             }
         ).encode()
+
+    def page(self, request: IRequest) -> bytes:
+        """The chat page; ``?agent_mode=pi`` opens the PI rail (the page reads it)."""
+        page_headers(request)
+        request.setHeader(b"content-type", b"text/html; charset=utf-8")
+        request.setHeader(b"cache-control", b"no-cache")
+        return (STATIC_DIR / "index.html").read_bytes()
+
+    def static(self, request: IRequest) -> File:
+        page_headers(request)
+        request.setHeader(b"cache-control", b"no-cache")
+        return File(str(STATIC_DIR))
 
     def render_metrics(self, request: IRequest) -> bytes:
         assert self.metrics is not None
