@@ -64,6 +64,8 @@ SLOW_CHECK_EVERY = 1.0
 REFUSED_LINGER = 10.0
 #: Largest stdout object; a reattach replay is cut into pieces of this size.
 MAX_OUTPUT_OBJECT = 64 * 1024
+#: How soon the bot subscribes again to a relayed client namespace whose attach ended.
+REWATCH_DELAY = 0.5
 
 
 def client_namespace(session_id: str) -> tuple[bytes, ...]:
@@ -111,6 +113,10 @@ class TerminalBot:
     attachments: set[ClientAttachment] = attrs.field(factory=set, init=False)
     refusals: dict[str, int] = attrs.field(factory=dict, init=False)
     stats: TerminalStats = attrs.field(factory=TerminalStats, init=False)
+    #: Client namespaces the relay has announced and not withdrawn, per relay connection.
+    _relayed_namespaces: set[tuple[MoqSession, tuple[bytes, ...]]] = attrs.field(
+        factory=set, init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         self.registry = SessionRegistry(max_sessions=self.max_sessions)
@@ -133,7 +139,34 @@ class TerminalBot:
 
     def relayed_namespace_seen(self, announcement: NamespaceAnnouncement) -> None:
         """A client namespace appeared on the relay: it may be for another bot."""
+        key = (announcement.session, tuple(announcement.namespace))
+        if announcement.active:
+            self._relayed_namespaces.add(key)
+        else:
+            self._relayed_namespaces.discard(key)
         self._client_appeared(announcement, relayed=True)
+
+    def watch_again(self, moq: MoqSession, session_id: str) -> None:
+        """A relayed attach of a session that waits for its client ended.
+
+        A relay announces a namespace once however many publish it: a client that
+        reattaches while the relay still holds its dead connection (killed,
+        network gone) publishes a path already announced, and nothing new reaches
+        the bot. The relay routes each SUBSCRIBE to a publisher still there, so
+        while the session waits, the bot subscribes again.
+        """
+        if session_id in self.sessions:
+            self.reactor.callLater(REWATCH_DELAY, self._rewatch, moq, session_id)
+
+    def _rewatch(self, moq: MoqSession, session_id: str) -> None:
+        namespace = client_namespace(session_id)
+        if (
+            session_id not in self.sessions
+            or moq.isClosed
+            or (moq, namespace) not in self._relayed_namespaces
+        ):
+            return
+        self._client_appeared(NamespaceAnnouncement(moq, namespace, True), relayed=True)
 
     def _client_appeared(self, announcement: NamespaceAnnouncement, *, relayed: bool) -> None:
         if not announcement.active:
@@ -601,6 +634,8 @@ class ClientAttachment:
             if self.published:
                 self.moq.publishNamespaceDone(bot_namespace(self.session_id))
         self.bot.attachments.discard(self)
+        if self.relayed and not self.moq.isClosed:
+            self.bot.watch_again(self.moq, self.session_id)
 
     def _protocol_error(self, message: str) -> None:
         self.bot.refused("protocol_error")

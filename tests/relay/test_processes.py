@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import signal
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,6 +16,8 @@ import pytest
 
 from tests.e2e.bot import ATTACH, BOT_KEY_LINE, SHELL, Bot
 from tests.e2e.conftest import user_environment
+from tests.e2e.counting import assert_contiguous, numbers
+from tests.e2e.pty_driver import PtyRun
 from tests.e2e.tmux import SHELL_PROMPT, TmuxTerminal
 from tests.relay.harness import FixedRelay, start_relay
 from tests.servers import ServerProcess
@@ -36,7 +41,7 @@ def tmux(tmp_path: Path) -> Iterator[TmuxTerminal]:
 
 
 @contextmanager
-def relay_bot(tmp_path: Path, relay: FixedRelay) -> Iterator[Bot]:
+def relay_bot(tmp_path: Path, relay: FixedRelay, *extra: str) -> Iterator[Bot]:
     """``twistd pibridge --relay``: a bot that listens nowhere and meets clients at the relay."""
     workspace = tmp_path / "workspace"
     state = tmp_path / "state"
@@ -55,6 +60,7 @@ def relay_bot(tmp_path: Path, relay: FixedRelay) -> Iterator[Bot]:
             f"moqt://127.0.0.1:{relay.port}",
             "--relay-fingerprint",
             relay.fingerprint,
+            *extra,
         ],
         cwd=tmp_path,
         env=dict(os.environ),
@@ -69,38 +75,70 @@ def relay_bot(tmp_path: Path, relay: FixedRelay) -> Iterator[Bot]:
             server.stop()
 
 
-def relay_attach_argv(bot: Bot, relay: FixedRelay, tmp: Path) -> str:
+def relay_attach_argv(bot: Bot, relay: FixedRelay, tmp: Path, *extra: str) -> list[str]:
     token_file = tmp / "token"
     token_file.write_text(bot.token())
-    return " ".join(
-        [
-            ATTACH,
-            "--relay",
-            f"moqt://127.0.0.1:{relay.port}",
-            "--bot-key",
-            bot.bot_key,
-            "--fingerprint",
-            relay.fingerprint,
-            "--known-hosts",
-            str(tmp / "client_known_hosts"),
-            "--token-file",
-            str(token_file),
-        ]
-    )
+    return [
+        ATTACH,
+        "--relay",
+        f"moqt://127.0.0.1:{relay.port}",
+        "--bot-key",
+        bot.bot_key,
+        "--fingerprint",
+        relay.fingerprint,
+        "--known-hosts",
+        str(tmp / "client_known_hosts"),
+        "--token-file",
+        str(token_file),
+        *extra,
+    ]
 
 
 def test_twistd_and_pibridge_attach_through_the_relay(
     relay: FixedRelay, tmux: TmuxTerminal, tmp_path: Path
 ) -> None:
     with relay_bot(tmp_path / "bot", relay) as bot:
-        tmux.run(relay_attach_argv(bot, relay, tmp_path))
+        tmux.run(" ".join(relay_attach_argv(bot, relay, tmp_path)))
         tmux.run("echo through-the-relay-$((6*7))")
         tmux.wait_for("through-the-relay-42")
         tmux.resize(91, 27)
         tmux.run("stty size")
         tmux.wait_for(r"27 91")
         tmux.run("exit 5")
-        tmux.wait_for(lambda s: s.rstrip().endswith(SHELL_PROMPT.rstrip()), timeout=15)
+        tmux.wait_for(lambda s: s.rstrip().endswith(SHELL_PROMPT.rstrip()), timeout=10)
         tmux.run("echo EXIT=$?")
         screen = tmux.wait_for(r"EXIT=\d+")
         assert re.search(r"EXIT=5", screen)
+
+
+COUNTER = Path(__file__).parent.parent / "e2e" / "programs" / "counter.py"
+
+
+def test_a_killed_client_reattaches_through_the_relay_and_loses_nothing(
+    relay: FixedRelay, tmp_path: Path
+) -> None:
+    """kill -9 the client (the relay still holds its connection for a while), then
+    attach again to the same session: the program carried on, nothing is lost."""
+    session = str(uuid.uuid4())
+    with relay_bot(tmp_path / "bot", relay, "--heartbeat", "0.25", "--grace", "30") as bot:
+        argv = relay_attach_argv(bot, relay, tmp_path, "--session", session)
+        first = PtyRun(argv, env=user_environment(), stderr_pipe=True)
+        try:
+            first.expect(b"# ")
+            first.send(f"exec python3 {shlex.quote(str(COUNTER))} 300\r".encode())
+            first.expect(b"n=000000100 ")
+            mark = bot.log_size()
+            first.process.kill()
+            first.process.wait(5)
+            bot.wait_for_log(rf"{session} detached", after=mark)
+            seen_before = numbers(bytes(first.output))[-1]
+        finally:
+            first.close()
+        second = PtyRun(argv, env=user_environment(), stderr_pipe=True)
+        try:
+            second.expect(f"n={seen_before + 600:09d} ".encode(), timeout=20)
+            assert_contiguous(numbers(bytes(second.output)))
+            second.send(b"\x03")
+            assert second.finish() == 128 + signal.SIGINT
+        finally:
+            second.close()
