@@ -304,3 +304,45 @@ def test_replayed_open_and_stdin_objects_inject_nothing(
         for each in clients:
             each.leave()
         yield bot.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_objects_the_relay_replays_or_alters_on_a_live_subscription_are_dropped(
+    relay: FixedRelay, tmp_path: Path
+) -> Generator[Any, Any, None]:
+    """The relay itself is the attacker here: it hands the bot's own stdin
+    subscription copies of objects it already delivered, and altered ones."""
+    log = tmp_path / "input.log"
+    bot = start_relay_bot(relay, tmp_path, input_logger(log))
+    client = None
+    spy = None
+    try:
+        yield bot.connected()
+        request = open_request(bot.token())
+        client = yield attach_through(relay, tmp_path, bot.public_key, request)
+        yield client.until(lambda c: b"ready" in c.output)
+        spy_moq = yield connectMoq(
+            reactor, "127.0.0.1", relay.port, verification=pin(relay, tmp_path, "spy")
+        )
+        spy = Eavesdropper(spy_moq)
+        yield spy.listen(request.session_id)
+        yield typed_and_shown(client, b"once")
+        yield eventually(lambda: len(spy.tapes[("client", "stdin")].objects) >= 1)
+        captured = spy.tapes[("client", "stdin")].objects[0]
+
+        (attachment,) = [a for a in bot.bot.attachments if a.session is not None]
+        (stdin,) = [s for s in attachment.subscriptions if s.name == b"stdin"]
+        altered = captured[:-1] + bytes([captured[-1] ^ 1])
+        for payload in (captured, captured, altered):
+            stdin.protocol.dataReceived(payload)
+
+        yield typed_and_shown(client, b"twice")
+        assert log.read_bytes() == b"once\ntwice\n"
+        assert bot.bot.refusals.get("seal_failure") == 3
+        assert not client.lost
+    finally:
+        if spy is not None:
+            spy.moq.close()
+        if client is not None:
+            client.leave()
+        yield bot.stop()
