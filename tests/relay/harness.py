@@ -41,6 +41,10 @@ class FixedRelay(RustRelay):
         super().__init__()
         self.tls = tls
         self.requested_port = port
+        #: What the relay's sessions ended with (timeouts of killed clients, closes);
+        #: kept here rather than printed as "never retrieved" at exit.
+        self.session_endings: list[dict[str, Any]] = []
+        self.loop.set_exception_handler(lambda loop, context: self.session_endings.append(context))
 
     async def _start(self) -> None:
         origin = moq.OriginProducer()
@@ -56,6 +60,14 @@ class FixedRelay(RustRelay):
         self.port = int(server.local_addr.rsplit(":", 1)[1])
         self.fingerprint = server.cert_fingerprints()[0]
         self._serving = asyncio.ensure_future(server.serve())
+
+    async def _stop(self) -> None:
+        await super()._stop()
+        current = asyncio.current_task()
+        pending = [task for task in asyncio.all_tasks() if task is not current]
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
 
     def restarted(self) -> FixedRelay:
         """Stop this relay and start a fresh one (empty state) on the same port."""
