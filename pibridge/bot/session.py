@@ -247,4 +247,7 @@ class TerminalSession:
             return
         self.finished = True
         self._cancel_grace()
+        # Nobody can attach to a finished session: give its reattach ring back now. The
+        # session sits in reference cycles, and a quiet server may not collect them for long.
+        self.ring = OutputRing(1)
         self.on_finished(self)
