@@ -61,6 +61,10 @@ class FixedRelay(RustRelay):
         self.fingerprint = server.cert_fingerprints()[0]
         self._serving = asyncio.ensure_future(server.serve())
 
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.thread.is_alive():
+            super().stop(timeout)
+
     async def _stop(self) -> None:
         await super()._stop()
         current = asyncio.current_task()

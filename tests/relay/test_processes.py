@@ -142,3 +142,30 @@ def test_a_killed_client_reattaches_through_the_relay_and_loses_nothing(
             assert second.finish() == 128 + signal.SIGINT
         finally:
             second.close()
+
+
+def test_the_relay_restarts_under_the_real_processes_and_nothing_is_lost(
+    relay: FixedRelay, tmp_path: Path
+) -> None:
+    """Stop the relay mid-session and start it again on the same port: twistd redials,
+    pibridge-attach reattaches by itself, and every counter line arrives once, in order."""
+    restarted = None
+    with relay_bot(tmp_path / "bot", relay, "--heartbeat", "0.5", "--grace", "30") as bot:
+        client = PtyRun(relay_attach_argv(bot, relay, tmp_path), env=user_environment())
+        try:
+            client.expect(b"# ")
+            client.send(f"exec python3 {shlex.quote(str(COUNTER))} 200\r".encode())
+            client.expect(b"n=000000050 ")
+            mark = bot.log_size()
+            restarted = relay.restarted()
+            bot.wait_for_log("serving terminal sessions through the relay", after=mark)
+            bot.wait_for_log(r"attached for alice/team", after=mark, timeout=30)
+            seen = numbers(bytes(client.output))[-1]
+            client.expect(f"n={seen + 400:09d} ".encode(), timeout=30)
+            assert_contiguous(numbers(bytes(client.output)))
+            client.send(b"\x03")
+            assert client.finish() == 128 + signal.SIGINT
+        finally:
+            client.close()
+            if restarted is not None:
+                restarted.stop()
