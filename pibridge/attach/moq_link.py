@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import attrs
+from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -36,6 +37,10 @@ MAX_SEAL_FAILURES = 16
 ACK_EVERY = 32 * 1024
 
 
+#: Longest wait for the program's last output once the bot said it exited.
+FINAL_OUTPUT_WAIT: Final = 5.0
+#: How long a track's end waits for the bot's close before counting as a lost link.
+TRACK_END_WAIT: Final = 2.0
 #: How long a refused stdout subscription waits for the bot's reason on control.
 REFUSAL_WAIT: Final = 2.0
 
@@ -64,6 +69,8 @@ class AttachLink:
     subscribed: bool = attrs.field(init=False, default=False)
     output_subscription: Any = attrs.field(init=False, default=None)
     closed: bool = attrs.field(init=False, default=False)
+    #: Fires when the stdout track ends: after the last byte of output.
+    output_done: defer.Deferred[None] = attrs.field(init=False, factory=defer.Deferred)
 
     def __attrs_post_init__(self) -> None:
         namespace = client_namespace(self.request.session_id)
@@ -129,11 +136,11 @@ class AttachLink:
     def _subscribe(self) -> None:
         namespace = bot_namespace(self.request.session_id)
         start = AbsoluteStart(self.request.epoch, 0)
-        channel = ControlChannel(self._control_received, self._track_lost)
+        channel = ControlChannel(self._control_received, self._track_ended)
         self.moq.subscribe(namespace, "control", channel, start=start).addErrback(
             self._failed, "subscribing to control"
         )
-        output = PayloadChannel(self._output_received, self._track_lost)
+        output = PayloadChannel(self._output_received, self._output_ended)
         self.moq.subscribe(namespace, "stdout", output, start=start).addCallbacks(
             self._output_subscribed, self._output_refused
         )
@@ -160,6 +167,18 @@ class AttachLink:
             return
         if isinstance(message, control.OpenAck) and message.output_offset is not None:
             self.shown = self.acked = message.output_offset
+        if (
+            isinstance(message, control.Close)
+            and message.reason == control.CloseReason.REMOTE_EXIT
+            and not self.output_done.called
+        ):
+            # The close travels on the control stream and can overtake the
+            # program's last output on a lossy link; that output ends the
+            # stdout track, so show it first.
+            self.output_done.addTimeout(FINAL_OUTPUT_WAIT, self.moq.clock).addBoth(
+                lambda _: self.on_control(message)
+            )
+            return
         self.on_control(message)
 
     def _output_received(self, payload: bytes) -> None:
@@ -217,6 +236,17 @@ class AttachLink:
             self.moq.close(reason="client done")
 
     # -- failures -------------------------------------------------------------------------
+
+    def _output_ended(self, reason: Failure) -> None:
+        if not self.output_done.called:
+            self.output_done.callback(None)
+        self._track_ended(reason)
+
+    def _track_ended(self, reason: Failure) -> None:
+        # The bot ends its tracks when it ends the attach and says why on
+        # control; on a lossy link that close may still be on its way (the end
+        # is signalled on another stream), so it gets the first word.
+        self.moq.clock.callLater(TRACK_END_WAIT, self._track_lost, reason)
 
     def _track_lost(self, reason: Failure) -> None:
         if not self.closed:

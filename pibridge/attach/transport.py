@@ -119,6 +119,15 @@ class Attachment:
             self.lost_at = None
             self.delay = FIRST_RETRY
             self.client.status.clear()
+        if (
+            isinstance(message, control.Close)
+            and message.reason == control.CloseReason.HEARTBEAT_TIMEOUT
+            and self.client.state is State.OPEN
+        ):
+            # The bot stopped hearing us; it keeps the session for its grace
+            # window, so this is a drop to reattach after, not the end.
+            self._silent("the bot stopped hearing us")
+            return
         self.client.control_received(message)
 
     def _lost(self, why: str) -> None:
