@@ -19,6 +19,7 @@ import subprocess
 import termios
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import attrs
 
@@ -48,6 +49,8 @@ class PtyRun:
     stderr_pipe: bool = False
     output: bytearray = attrs.field(factory=bytearray, init=False)
     master: int = attrs.field(default=-1, init=False)
+    #: The terminal's line discipline before the program ran, to compare after.
+    initial_modes: list[Any] = attrs.field(factory=list, init=False)
     process: subprocess.Popen[bytes] = attrs.field(init=False)
     _cursor: int = attrs.field(default=0, init=False)
     _eof: bool = attrs.field(default=False, init=False)
@@ -55,6 +58,7 @@ class PtyRun:
     def __attrs_post_init__(self) -> None:
         self.master, slave = os.openpty()
         set_size(slave, self.cols, self.rows)
+        self.initial_modes = termios.tcgetattr(slave)
 
         def take_terminal() -> None:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
@@ -128,6 +132,10 @@ class PtyRun:
     def resize(self, cols: int, rows: int) -> None:
         """As a terminal window does: the kernel signals the foreground group."""
         set_size(self.master, cols, rows)
+
+    def modes(self) -> list[Any]:
+        """The terminal's line discipline now."""
+        return termios.tcgetattr(self.master)
 
     def signal(self, signum: int) -> None:
         self.process.send_signal(signum)
