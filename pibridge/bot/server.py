@@ -141,6 +141,10 @@ class TerminalBot:
         """A client namespace appeared on the relay: it may be for another bot."""
         key = (announcement.session, tuple(announcement.namespace))
         if announcement.active:
+            # Entries of relay connections that have gone are dropped as new ones come.
+            self._relayed_namespaces = {
+                seen for seen in self._relayed_namespaces if not seen[0].isClosed
+            }
             self._relayed_namespaces.add(key)
         else:
             self._relayed_namespaces.discard(key)
