@@ -170,7 +170,8 @@ def start_relay_bot(
             request.rows,
         )
 
-    bot = WatchedBot(reactor, authority, spec_for, identity=PrivateKey.generate(), **options)
+    options.setdefault("identity", PrivateKey.generate())
+    bot = WatchedBot(reactor, authority, spec_for, **options)
     connector = RelayConnector(reactor, bot, "127.0.0.1", relay.port, pin(relay, tmp, name))
     connector.startService()
     return RelayBot(bot, connector, authority)

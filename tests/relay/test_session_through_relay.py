@@ -50,3 +50,21 @@ def test_type_see_output_resize_and_exit_code_through_the_relay(
         client.leave()
     finally:
         yield bot.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_client_that_arrives_before_the_bot_is_served_once_the_bot_dials_in(
+    relay: FixedRelay, tmp_path: Path
+) -> Generator[Any, Any, None]:
+    probe = start_relay_bot(relay, tmp_path, SHELLISH)
+    probe.connector.stopService()  # only its key and token authority are used here
+    client = yield attach_through(relay, tmp_path, probe.public_key, open_request(probe.token()))
+    bot = start_relay_bot(relay, tmp_path, SHELLISH, identity=probe.bot.identity)
+    try:
+        yield client.until(lambda c: b"ready" in c.output)
+        client.link.send_input(b"exit 3\r")
+        yield client.until(lambda c: c.close is not None)
+        assert client.close.exit_code == 3
+        client.leave()
+    finally:
+        yield bot.stop()
