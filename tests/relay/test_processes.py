@@ -19,15 +19,8 @@ from tests.e2e.conftest import user_environment
 from tests.e2e.counting import assert_contiguous, numbers
 from tests.e2e.pty_driver import PtyRun
 from tests.e2e.tmux import SHELL_PROMPT, TmuxTerminal
-from tests.relay.harness import FixedRelay, start_relay
+from tests.relay.harness import FixedRelay
 from tests.servers import ServerProcess
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[FixedRelay]:
-    rust = start_relay(tmp_path)
-    yield rust
-    rust.stop()
 
 
 @pytest.fixture

@@ -4,11 +4,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 
 from pibridge.terminal.control import OpenAck
@@ -17,16 +16,8 @@ from tests.relay.harness import (
     FixedRelay,
     attach_through,
     open_request,
-    start_relay,
     start_relay_bot,
 )
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[FixedRelay]:
-    rust = start_relay(tmp_path)
-    yield rust
-    rust.stop()
 
 
 @pytest_twisted.inlineCallbacks

@@ -5,11 +5,10 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import pytest
 import pytest_twisted
 
 from pibridge.bot.server import client_namespace
@@ -17,7 +16,6 @@ from tests.relay.harness import (
     FixedRelay,
     attach_through,
     open_request,
-    start_relay,
     start_relay_bot,
 )
 
@@ -30,13 +28,6 @@ def named(name: str) -> tuple[str, ...]:
         f"import sys\nprint('I am {name}', flush=True)\n"
         f"for line in sys.stdin: print('{name} heard ' + line.strip(), flush=True)\n",
     )
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[FixedRelay]:
-    rust = start_relay(tmp_path)
-    yield rust
-    rust.stop()
 
 
 @pytest_twisted.inlineCallbacks

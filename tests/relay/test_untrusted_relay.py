@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,6 @@ from tests.relay.harness import (
     eventually,
     open_request,
     pin,
-    start_relay,
     start_relay_bot,
 )
 
@@ -121,13 +120,6 @@ def forge(relay: FixedRelay, tmp: Path, session_id: str) -> Any:
     # moq-rs answers PUBLISH_NAMESPACE; waiting for it puts the forgery in place.
     yield moq.publishNamespace(client_namespace(session_id))
     return Forger(moq, tracks)
-
-
-@pytest.fixture
-def relay(tmp_path: Path) -> Iterator[FixedRelay]:
-    rust = start_relay(tmp_path)
-    yield rust
-    rust.stop()
 
 
 @defer.inlineCallbacks
