@@ -10,7 +10,8 @@ from typing import Any, cast
 
 import attrs
 from twisted.application.service import MultiService
-from twisted.internet.defer import inlineCallbacks
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from pibridge.agent.runtime import AgentRuntime
@@ -122,7 +123,25 @@ class TerminalService(MultiService):
         yield super().stopService()
         port, self.port = self.port, None
         if port is not None:
+            yield self._sent(port)
             yield port.stopListening()
+
+    def _sent(self, port: QuicListeningPort, limit: float = 1.0) -> Deferred[None]:
+        """Fires once every connection has handed its written data to the network.
+
+        Each client was just written its ``close``; cutting the connections while that
+        is still queued in the connection leaves the client a bare connection loss.
+        """
+        deadline = self.reactor.seconds() + limit
+
+        def check() -> None:
+            pending = sum(connection.unsentBytes() for connection in port.protocol.connections)
+            if pending == 0 or self.reactor.seconds() >= deadline:
+                loop.stop()
+
+        loop = LoopingCall(check)
+        loop.clock = self.reactor
+        return loop.start(0.01).addCallback(lambda _: None)
 
 
 def build_terminal(
