@@ -88,6 +88,17 @@ def live(process: psutil.Process) -> bool:
         return False
 
 
+def kill_leftovers(processes: list[psutil.Process]) -> list[str]:
+    """SIGKILL whichever of ``processes`` still live (a failed test leaks nothing); say which."""
+    left = []
+    for process in processes:
+        if live(process):
+            with suppress(psutil.NoSuchProcess):
+                left.append(" ".join(process.cmdline()))
+                process.kill()
+    return left
+
+
 def process_groups(processes: list[psutil.Process]) -> set[int]:
     groups = set()
     for process in processes:
