@@ -22,6 +22,7 @@ import attrs
 import psutil  # type: ignore[import-untyped]
 import pytest_twisted
 from twisted.internet import defer, reactor, task, threads
+from twisted.internet.interfaces import IReactorThreads
 
 from pibridge.terminal.auth import TokenAuthority, load_or_create_key
 from tests.bot.loopback import Client, attach
@@ -143,6 +144,21 @@ def after(seconds: float) -> defer.Deferred[None]:
 
 
 # -- chat over HTTP ---------------------------------------------------------------------
+
+
+def first_event(kind: str) -> tuple[defer.Deferred[None], Any]:
+    """A Deferred fired (on the reactor) when the SSE reader thread first sees ``kind``."""
+    seen: defer.Deferred[None] = defer.Deferred()
+
+    def fire() -> None:
+        if not seen.called:
+            seen.callback(None)
+
+    def on_event(event_kind: str) -> None:
+        if event_kind == kind:
+            cast(IReactorThreads, reactor).callFromThread(fire)
+
+    return seen, on_event
 
 
 @attrs.define(eq=False)

@@ -16,13 +16,23 @@ from typing import Any
 
 import psutil  # type: ignore[import-untyped]
 import pytest
+from twisted.internet import reactor, threads
 
 from pibridge.terminal.control import OpenAck
 from tests.bot.loopback import Client
 from tests.e2e.bot import SHELL, Bot, running_bot
 from tests.e2e.conftest import user_environment
 from tests.e2e.tmux import SHELL_PROMPT, TmuxTerminal
-from tests.lifecycle.harness import attach_client, descendants, drained, live, reactor_test
+from tests.lifecycle.harness import (
+    SseResult,
+    attach_client,
+    chat_of,
+    descendants,
+    drained,
+    first_event,
+    live,
+    reactor_test,
+)
 
 #: The program each case runs in its terminal sessions: None is the default, pi.
 PROGRAMS = {"pi": None, "plain": SHELL}
@@ -93,3 +103,41 @@ def wait_for_program(bot: Bot, timeout: float = 30.0) -> Any:
     """The terminal session's program once the attach has started it."""
     bot.wait_for_log(r"terminal session \S+ started for alice/team: pid \d+", timeout=timeout)
     return session_program(bot)
+
+
+@reactor_test
+async def test_killed_pi_rpc_child_fails_the_reply_and_the_next_prompt_resumes(
+    tmp_path: Path,
+) -> None:
+    """Chat's own pi, SIGKILLed mid-reply: the SSE client is told, and the session goes on."""
+    with running_bot(tmp_path, command=SHELL) as bot, drained(bot):
+        chat = chat_of(bot)
+        session = await threads.deferToThread(chat.create)
+        first = await threads.deferToThread(chat.stream, session["id"], "remember the tulips")
+        assert first.kinds[-1] == "done", first.events
+
+        streaming, on_event = first_event("delta")
+        reply = threads.deferToThread(
+            chat.stream, session["id"], "go on [slow: 40] [long: 2000]", 90, on_event
+        )
+        await streaming.addTimeout(30, reactor)
+        pis = [p for p in psutil.Process(bot.pid).children() if live(p) and p.name() == "pi"]
+        assert len(pis) == 1, pis
+        pis[0].send_signal(signal.SIGKILL)
+        interrupted: SseResult = await reply.addTimeout(30, reactor)
+
+        assert interrupted.broken is None, interrupted.broken
+        kind, data = interrupted.events[-1]
+        assert kind == "error", interrupted.kinds[-5:]
+        assert data["code"] == "pi_exited"
+        listed = {s["id"]: s for s in await threads.deferToThread(chat.sessions)}
+        assert listed[session["id"]]["state"] == "failed"
+        assert listed[session["id"]]["resumable"] is True
+
+        resumed = await threads.deferToThread(chat.stream, session["id"], "still there?")
+        assert resumed.kinds[-1] == "done", resumed.events
+        assert "You said: still there?" in resumed.text
+        history = await threads.deferToThread(chat.history, session["id"])
+        users = [m["text"] for m in history if m["role"] == "user"]
+        assert users[0] == "remember the tulips" and users[-1] == "still there?"
+        assert "Traceback" not in bot.log()

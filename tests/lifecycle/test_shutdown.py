@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import signal
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
-from twisted.internet import defer, reactor, threads
-from twisted.internet.interfaces import IReactorThreads
+from twisted.internet import reactor, threads
 
 from tests.bot.loopback import Client
 from tests.e2e.bot import SHELL, running_bot
@@ -27,6 +26,7 @@ from tests.lifecycle.harness import (
     chat_of,
     descendants,
     drained,
+    first_event,
     kill_leftovers,
     live,
     members_of_groups,
@@ -37,21 +37,6 @@ from tests.lifecycle.harness import (
 )
 
 SLOW_REPLY = "keep talking [slow: 40] [long: 2000]"
-
-
-def first_event(kind: str) -> tuple[defer.Deferred[None], Any]:
-    """A Deferred fired (on the reactor) when the SSE reader thread first sees ``kind``."""
-    seen: defer.Deferred[None] = defer.Deferred()
-
-    def fire() -> None:
-        if not seen.called:
-            seen.callback(None)
-
-    def on_event(event_kind: str) -> None:
-        if event_kind == kind:
-            cast(IReactorThreads, reactor).callFromThread(fire)
-
-    return seen, on_event
 
 
 @reactor_test
