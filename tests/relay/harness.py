@@ -17,9 +17,13 @@ import attrs
 import moq
 from nacl.public import PrivateKey, PublicKey
 from twisted.internet import defer, reactor
+from twisted.internet.interfaces import IPushProducer
 from twisted.internet.task import LoopingCall
 
+from pibridge.attach.cli import AttachOptions
+from pibridge.attach.client import TerminalClient
 from pibridge.attach.moq_link import AttachLink, new_epoch
+from pibridge.attach.transport import Attachment
 from pibridge.bot.relay import RelayConnector
 from pibridge.bot.server import TerminalBot
 from pibridge.moq.endpoint import connectMoq
@@ -250,3 +254,67 @@ def attach_through(
     client.moq = moq_session
     link.start()
     return client
+
+
+@attrs.define(eq=False)
+class ScreenlessTerminal:
+    """The local terminal of an attach client, in memory."""
+
+    typed: Callable[[bytes], None] | None = None
+
+    def start(self, on_input: Callable[[bytes], None], on_input_closed: Callable[[], None]) -> None:
+        self.typed = on_input
+
+    def write_output(self, data: bytes) -> None:
+        pass
+
+    def size(self) -> tuple[int, int]:
+        return (80, 24)
+
+    def pause_input(self) -> None:
+        pass
+
+    def resume_input(self) -> None:
+        pass
+
+    def register_output_producer(self, producer: IPushProducer) -> None:
+        pass
+
+    def unregister_output_producer(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+@attrs.define(eq=False)
+class RecordedAttachment(Attachment):
+    """The real reattaching client; keeps the remote output exactly as it arrived."""
+
+    remote_output: bytearray = attrs.field(factory=bytearray)
+
+    def _output(self, data: bytes) -> None:
+        self.remote_output += data
+        Attachment._output(self, data)
+
+
+def real_client(
+    relay: RustRelay, tmp: Path, bot: RelayBot, token: str, session_id: str
+) -> tuple[RecordedAttachment, TerminalClient, ScreenlessTerminal]:
+    """``pibridge-attach --relay``'s own objects, with a terminal in memory."""
+    options = AttachOptions(
+        host="127.0.0.1",
+        port=relay.port,
+        token=token,
+        session_id=session_id,
+        group="team",
+        ui="pty",
+        term="xterm-256color",
+        relay=f"moqt://127.0.0.1:{relay.port}",
+        known_hosts=tmp / "client_known_hosts",
+        fingerprint=relay.fingerprint,
+        bot_key=bot.key_text,
+    )
+    terminal = ScreenlessTerminal()
+    client = TerminalClient(reactor, terminal, session_id, "team", token)
+    return RecordedAttachment(reactor, options, client), client, terminal

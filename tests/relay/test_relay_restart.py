@@ -6,19 +6,14 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Callable, Generator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import pytest_twisted
 from twisted.internet import reactor
-from twisted.internet.interfaces import IPushProducer
 
-from pibridge.attach.cli import AttachOptions
-from pibridge.attach.client import TerminalClient
-from pibridge.attach.transport import Attachment
-from tests.relay.harness import eventually, start_relay, start_relay_bot
+from tests.relay.harness import eventually, real_client, start_relay, start_relay_bot
 
 LINES = 400
 
@@ -38,48 +33,6 @@ COUNTER = (
 )
 
 
-@attrs.define(eq=False)
-class ScreenlessTerminal:
-    """The local terminal of an attach client, in memory."""
-
-    typed: Callable[[bytes], None] | None = None
-
-    def start(self, on_input: Callable[[bytes], None], on_input_closed: Callable[[], None]) -> None:
-        self.typed = on_input
-
-    def write_output(self, data: bytes) -> None:
-        pass
-
-    def size(self) -> tuple[int, int]:
-        return (80, 24)
-
-    def pause_input(self) -> None:
-        pass
-
-    def resume_input(self) -> None:
-        pass
-
-    def register_output_producer(self, producer: IPushProducer) -> None:
-        pass
-
-    def unregister_output_producer(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-@attrs.define(eq=False)
-class RecordedAttachment(Attachment):
-    """The real reattaching client; keeps the remote output exactly as it arrived."""
-
-    remote_output: bytearray = attrs.field(factory=bytearray)
-
-    def _output(self, data: bytes) -> None:
-        self.remote_output += data
-        Attachment._output(self, data)
-
-
 def counted(output: bytes | bytearray) -> list[int]:
     return [int(n) for n in re.findall(rb"count (\d+)\r\n", output)]
 
@@ -92,22 +45,9 @@ def test_relay_restart_mid_session_loses_no_output(tmp_path: Path) -> Generator[
     try:
         yield bot.connected()
         token = bot.token()
-        options = AttachOptions(
-            host="127.0.0.1",
-            port=relay.port,
-            token=token,
-            session_id="0b5e3c1e-3f7d-4a53-9b59-3f1d2a0c6e11",
-            group="team",
-            ui="pty",
-            term="xterm-256color",
-            relay=f"moqt://127.0.0.1:{relay.port}",
-            known_hosts=tmp_path / "client_known_hosts",
-            fingerprint=relay.fingerprint,
-            bot_key=bot.key_text,
+        attachment, client, terminal = real_client(
+            relay, tmp_path, bot, token, "0b5e3c1e-3f7d-4a53-9b59-3f1d2a0c6e11"
         )
-        terminal = ScreenlessTerminal()
-        client = TerminalClient(reactor, terminal, options.session_id, "team", token)
-        attachment = RecordedAttachment(reactor, options, client)
         yield attachment.connect()
         yield eventually(lambda: len(counted(attachment.remote_output)) >= 30)
         first_link = attachment.link
