@@ -114,6 +114,29 @@ class _PtyProcessProtocol(ProcessProtocol):
         self._host._ended(ExitStatus.from_reason(reason))
 
 
+def session_groups(session_id: int) -> set[int]:
+    """The process groups of every live process in session ``session_id`` (from /proc)."""
+    groups: set[int] = set()
+    if session_id <= 1:
+        return groups
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return groups
+    for entry in entries:
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        # After the command name: state, ppid, pgrp, session, ...
+        if len(fields) > 3 and int(fields[3]) == session_id:
+            groups.add(int(fields[2]))
+    return groups
+
+
 @implementer(IPushProducer)
 @define(eq=False)
 class PtyHost:
@@ -333,13 +356,17 @@ class PtyHost:
                 os.killpg(group, signum)
 
     def _program_groups(self) -> list[int]:
-        """The program's process groups, never pibridge's own.
+        """Every process group of the program's terminal session, never pibridge's own.
 
-        Before the child's setsid the PTY has no foreground group and tcgetpgrp
-        answers 0 or our own group: killpg would then signal pibridge itself.
+        The program leads its own session (Twisted's PTY spawn calls setsid),
+        so background jobs in other groups of that session are found by their
+        session id and end with it. Before the child's setsid the PTY has no
+        foreground group and tcgetpgrp answers 0 or our own group: killpg
+        would then signal pibridge itself.
         """
         ours = os.getpgrp()
-        return [group for group in self._groups if group > 1 and group != ours]
+        groups = self._groups | session_groups(self.pid)
+        return [group for group in groups if group > 1 and group != ours]
 
     def _ended(self, status: ExitStatus) -> None:
         self._master_closed = True

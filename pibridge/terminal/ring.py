@@ -9,6 +9,7 @@ programs and for pi).
 
 from __future__ import annotations
 
+import mmap
 from typing import Final
 
 import attrs
@@ -43,11 +44,13 @@ class OutputRing:
     """A bounded circular store of output bytes addressed by absolute offset."""
 
     capacity: int = attrs.field(default=DEFAULT_CAPACITY, validator=_positive)
-    _storage: bytearray = attrs.field(init=False)
+    _storage: mmap.mmap = attrs.field(init=False)
     _end: int = attrs.field(init=False, default=0)
 
     def __attrs_post_init__(self) -> None:
-        self._storage = bytearray(self.capacity)
+        # Anonymous pages, not a bytearray: the allocator keeps freed heap
+        # memory, but unmapped pages go back to the system when a session ends.
+        self._storage = mmap.mmap(-1, self.capacity)
 
     @property
     def end_offset(self) -> int:

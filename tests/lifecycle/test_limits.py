@@ -112,22 +112,12 @@ def raw_metrics(chat: Chat) -> str:
     return text
 
 
-#: glibc raises its mmap threshold after the first large block is freed, so later
-#: reattach rings come from the heap and freed ones are not handed back to the
-#: system; with a fixed threshold every ring is its own mapping.
+#: glibc raises its mmap threshold after the first large block is freed; the
+#: reattach ring is mapped pages of its own, so memory comes back either way.
 FIXED_MMAP_THRESHOLD = {"MALLOC_MMAP_THRESHOLD_": str(128 * 1024)}
 ALLOCATORS = [
     pytest.param(FIXED_MMAP_THRESHOLD, id="fixed-mmap-threshold"),
-    pytest.param(
-        {},
-        id="default-malloc",
-        marks=pytest.mark.xfail(
-            strict=True,
-            raises=AssertionError,
-            reason="the reattach ring is one 4 MiB bytearray; with glibc's default "
-            "malloc its memory stays with the server after the session ends",
-        ),
-    ),
+    pytest.param({}, id="default-malloc"),
 ]
 
 

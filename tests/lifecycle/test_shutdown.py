@@ -14,7 +14,6 @@ import signal
 from pathlib import Path
 from typing import Any
 
-import pytest
 from twisted.internet import reactor, threads
 
 from tests.bot.loopback import Client
@@ -123,12 +122,6 @@ async def wait_for_programs(pid: int, names: set[str], timeout: float = 15.0) ->
         await after(0.05)  # processes announce nothing; look again shortly
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="PtyHost signals only the program's own group and the PTY's foreground group; "
-    "a background job in another group of the PTY's session outlives the server",
-)
 @reactor_test
 async def test_sigterm_also_ends_background_jobs_of_a_terminal_program(tmp_path: Path) -> None:
     """A job the shell put in the background (deaf to SIGHUP, like ``nohup``) is still ended."""
