@@ -15,7 +15,14 @@ from twisted.application.service import IService, MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
-from twisted.logger import ILogObserver, Logger, textFileLogObserver
+from twisted.logger import (
+    FilteringLogObserver,
+    ILogObserver,
+    Logger,
+    LogLevel,
+    LogLevelFilterPredicate,
+    textFileLogObserver,
+)
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
@@ -142,16 +149,26 @@ def build_agent_runtime(
     return runtime, offline
 
 
-def log_observer(json_lines: bool, redact: Callable[[str], str]) -> ILogObserver:
-    """Every log line passes through redaction, whatever its format."""
+def log_observer(
+    json_lines: bool, redact: Callable[[str], str], level: LogLevel = LogLevel.info
+) -> ILogObserver:
+    """Every log line passes through redaction, whatever its format.
+
+    Debug events (one per dropped datagram, for one) are left out unless asked
+    for, so nobody who can reach a port can fill the log.
+    """
     sink = JsonLinesObserver(sys.stdout) if json_lines else textFileLogObserver(sys.stdout)
-    return RedactingLogObserver(sink, redact)
+    return FilteringLogObserver(
+        RedactingLogObserver(sink, redact),
+        [LogLevelFilterPredicate(defaultLogLevel=level)],
+    )
 
 
 def build_service(config: Mapping[str, Any], reactor: Any) -> IService:
     root = PibridgeService(reactor)
     runtime, offline = build_agent_runtime(config, reactor)
-    root.log_observer = log_observer(bool(config.get("json-logs")), runtime.redact)
+    level = LogLevel.debug if config.get("debug") else LogLevel.info
+    root.log_observer = log_observer(bool(config.get("json-logs")), runtime.redact, level)
     if offline is not None:
         offline.setServiceParent(root)
     terminal = build_terminal(config, reactor, runtime)

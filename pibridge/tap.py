@@ -197,6 +197,7 @@ class Options(usage.Options):
         ["no-offline-model", None, "Never fall back to the built-in offline model"],
         ["debug-bytes", None, "Log terminal bytes (redacted); off by default"],
         ["json-logs", None, "Write log lines as JSON"],
+        ["debug", None, "Log debug events too (dropped datagrams, refused streams...)"],
     ]
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
