@@ -168,9 +168,25 @@ def ssh_peer() -> Iterator[Spawn]:
             server.wait(timeout=10)
 
 
+def pibridge_direct_peer() -> contextlib.AbstractContextManager[Spawn]:
+    """``pibridge-attach`` straight to a loopback bot (MoQ over QUIC)."""
+    from pibridge_peer import pibridge_peer
+
+    return pibridge_peer(_local_pty)  # type: ignore[no-any-return]
+
+
+def pibridge_relay_peer() -> contextlib.AbstractContextManager[Spawn]:
+    """``pibridge-attach`` and the bot meeting at the moq-rs relay, sealed end to end."""
+    from pibridge_peer import pibridge_peer
+
+    return pibridge_peer(_local_pty, through_relay=True)  # type: ignore[no-any-return]
+
+
 PEERS: dict[str, Callable[[], contextlib.AbstractContextManager[Spawn]]] = {
     "bare_pty": bare_pty_peer,
     "ssh": ssh_peer,
+    "pibridge": pibridge_direct_peer,
+    "pibridge_relay": pibridge_relay_peer,
 }
 
 
@@ -214,6 +230,20 @@ def measure_echo(spawn: Spawn, samples: int) -> dict[str, Any]:
     }
 
 
+def measure_first_output(spawn: Spawn, runs: int) -> dict[str, Any]:
+    """From starting the client to the program's first output reaching the terminal."""
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session = spawn("printf FIRST-OUTPUT; exec cat")
+        try:
+            _read_until(session.fd, b"FIRST-OUTPUT")
+            times.append(1000 * (time.perf_counter() - start))
+        finally:
+            session.close()
+    return _summary(times, "ms")
+
+
 def measure_throughput(spawn: Spawn, size: int, runs: int) -> dict[str, Any]:
     rates = []
     for _ in range(runs):
@@ -223,7 +253,9 @@ def measure_throughput(spawn: Spawn, size: int, runs: int) -> dict[str, Any]:
             received = 0
             start = time.perf_counter()
             while received < size:
-                select.select([session.fd], [], [], 10)
+                ready, _, _ = select.select([session.fd], [], [], 10)
+                if not ready:
+                    raise TimeoutError(f"output stalled after {received} of {size} bytes")
                 try:
                     chunk = os.read(session.fd, 1 << 20)
                 except OSError:
@@ -267,8 +299,8 @@ def _ctrl_c_once(fd: int, rate: float, warmup: float) -> float:
         if sent_at is None and now - start >= warmup:
             os.write(fd, b"\x03")
             sent_at = time.perf_counter()
-        if sent_at is not None and now - sent_at > 60:
-            raise TimeoutError("no stop marker within 60 s")
+        if sent_at is not None and now - sent_at > 20:
+            raise TimeoutError("no stop marker within 20 s")
         budget = min(budget + rate * tick, rate)  # at most one second of backlog credit
         while budget >= 1:
             ready, _, _ = select.select([fd], [], [], 0)
@@ -303,14 +335,40 @@ def _summary(values: list[float], unit: str) -> dict[str, Any]:
 
 def run_peer(spawn: Spawn, quick: bool) -> dict[str, Any]:
     """Every measurement for one peer; pibridge's peer will be run through this too."""
-    return {
-        "echo": measure_echo(spawn, 200 if quick else 1000),
-        "throughput": measure_throughput(
+    measurements: dict[str, Callable[[], dict[str, Any]]] = {
+        "first_output": lambda: measure_first_output(spawn, 3 if quick else 10),
+        "echo": lambda: measure_echo(spawn, 200 if quick else 1000),
+        "throughput": lambda: measure_throughput(
             spawn, 16_000_000 if quick else 64_000_000, 1 if quick else 3
         ),
-        "ctrl_c_2MBps": measure_ctrl_c(spawn, 2e6, 2 if quick else 5, 1.0),
-        "ctrl_c_10MBps": measure_ctrl_c(spawn, 10e6, 2 if quick else 5, 1.0),
+        "ctrl_c_2MBps": lambda: measure_ctrl_c(spawn, 2e6, 2 if quick else 5, 1.0),
+        "ctrl_c_10MBps": lambda: measure_ctrl_c(spawn, 10e6, 2 if quick else 5, 1.0),
     }
+    results: dict[str, Any] = {}
+    for name, measure in measurements.items():
+        # A peer that stalls or fails one measurement still gets the others.
+        try:
+            results[name] = measure()
+        except (TimeoutError, RuntimeError, OSError) as error:
+            results[name] = {"error": f"{type(error).__name__}: {error}"}
+    return results
+
+
+def _headline(measured: dict[str, Any], name: str, key: str = "median") -> float | None:
+    """One number of a measurement, or None when it failed."""
+    value = measured.get(name, {}).get(key)
+    return float(value) if isinstance(value, int | float) else None
+
+
+#: (label, measurement, key): the numbers compared across peers.
+HEADLINES = (
+    ("first_output", "first_output", "median"),
+    ("echo_p50", "echo", "p50_ms"),
+    ("echo_p99", "echo", "p99_ms"),
+    ("throughput", "throughput", "median"),
+    ("ctrl_c_2MBps", "ctrl_c_2MBps", "median"),
+    ("ctrl_c_10MBps", "ctrl_c_10MBps", "median"),
+)
 
 
 def _ratios(results: dict[str, dict[str, Any]], baseline: str) -> dict[str, dict[str, float]]:
@@ -319,14 +377,24 @@ def _ratios(results: dict[str, dict[str, Any]], baseline: str) -> dict[str, dict
     for peer, measured in results.items():
         if peer == baseline:
             continue
-        ratios[f"{peer}/{baseline}"] = {
-            "echo_p50": measured["echo"]["p50_ms"] / base["echo"]["p50_ms"],
-            "echo_p99": measured["echo"]["p99_ms"] / base["echo"]["p99_ms"],
-            "throughput": measured["throughput"]["median"] / base["throughput"]["median"],
-            "ctrl_c_2MBps": measured["ctrl_c_2MBps"]["median"] / base["ctrl_c_2MBps"]["median"],
-            "ctrl_c_10MBps": measured["ctrl_c_10MBps"]["median"] / base["ctrl_c_10MBps"]["median"],
-        }
+        ratio: dict[str, float] = {}
+        for label, name, key in HEADLINES:
+            mine, theirs = _headline(measured, name, key), _headline(base, name, key)
+            if mine is not None and theirs:
+                ratio[label] = mine / theirs
+        ratios[f"{peer}/{baseline}"] = ratio
     return ratios
+
+
+def _describe(name: str, measured: dict[str, Any]) -> str:
+    parts = []
+    for label, measurement, key in HEADLINES:
+        value = _headline(measured, measurement, key)
+        text = "failed" if value is None else f"{value:.3f}"
+        if value is not None and measurement.startswith("ctrl_c"):
+            text += f" (max {measured[measurement]['max']:.1f})"
+        parts.append(f"{label} {text}")
+    return f"{name:>14}: " + " | ".join(parts)
 
 
 def main() -> None:
@@ -338,22 +406,16 @@ def main() -> None:
     for name in arguments.peer or list(PEERS):
         with PEERS[name]() as spawn:
             results[name] = run_peer(spawn, arguments.quick)
-        measured = results[name]
-        print(
-            f"{name:>9}: echo p50 {measured['echo']['p50_ms']:.3f} ms "
-            f"p99 {measured['echo']['p99_ms']:.3f} ms | "
-            f"throughput {measured['throughput']['median']:.1f} MB/s | "
-            f"Ctrl-C at 2 MB/s {measured['ctrl_c_2MBps']['median']:.1f} ms "
-            f"(max {measured['ctrl_c_2MBps']['max']:.1f}), "
-            f"at 10 MB/s {measured['ctrl_c_10MBps']['median']:.1f} ms "
-            f"(max {measured['ctrl_c_10MBps']['max']:.1f})"
-        )
+        print(_describe(name, results[name]), flush=True)
     document = {
         "benchmark": "terminal",
         "quick": arguments.quick,
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "peers": results,
-        "ratios": _ratios(results, "bare_pty") if "bare_pty" in results else {},
+        "ratios": {
+            **(_ratios(results, "bare_pty") if "bare_pty" in results else {}),
+            **(_ratios(results, "ssh") if "ssh" in results else {}),
+        },
     }
     for label, ratio in document["ratios"].items():
         print(label, {key: round(value, 2) for key, value in ratio.items()})
