@@ -114,7 +114,7 @@ class PtyRun:
                 return end
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not open_:
-                tail = bytes(self.output[-2000:])
+                tail = bytes(self.output[-400:])
                 raise AssertionError(f"never saw {needle!r}; last output: {tail!r}")
             open_ = self.pump(min(remaining, 0.2))
 
@@ -147,7 +147,7 @@ class PtyRun:
             if time.monotonic() > deadline:
                 self.kill()
                 raise AssertionError(
-                    f"{self.argv[0]} did not end; output: {bytes(self.output[-2000:])!r}"
+                    f"{self.argv[0]} did not end; output: {bytes(self.output[-400:])!r}"
                 )
             if self.process.poll() is not None:
                 # The child is gone; whatever it left is still readable.
