@@ -187,6 +187,7 @@ class Subscription:
     _delivered_group: int | None = None
     _paused: bool = False
     _pumping: bool = False
+    _pump_again: bool = False
     _streams_seen: int = 0
     _done_count: int | None = None
     _done_reason: Failure | None = None
@@ -245,38 +246,49 @@ class Subscription:
     def _pump(self) -> None:
         """Deliver objects in group order, one ``dataReceived`` per object."""
         if self._pumping:
+            # Called back from inside a delivery (resuming a stream hands over
+            # its buffered data at once): the running loop must look again.
+            self._pump_again = True
             return
         self._pumping = True
         try:
-            while self._queue and not self.ended:
-                head = self._queue[0]
-                self._delivered_group = head.group_id
-                while head.pending and not self._paused and not self.ended:
-                    obj = head.pending.popleft()
-                    head.pending_bytes -= len(obj.payload)
-                    if obj.status == ObjectStatus.NORMAL:
-                        try:
-                            self.protocol.dataReceived(obj.payload)
-                        except Exception:
-                            _log.failure("{protocol} failed on an object", protocol=self.protocol)
-                            self.session._unsubscribe(self)
-                            self._end(Failure())
-                    elif obj.status == ObjectStatus.END_OF_TRACK:
-                        self._end(Failure(TrackEnded(0, "end of track")))
-                if self._paused:
-                    head.pauseReading()
-                    break
-                if self.ended:
-                    break
-                head.resumeReading()
-                if not head.finished:
-                    break
-                self._queue.pop(0)
+            self._pump_again = True
+            while self._pump_again:
+                self._pump_again = False
+                self._pumpOnce()
             for waiting in self._queue[1:]:
                 waiting._limitBuffer()
         finally:
             self._pumping = False
         self._maybeDone()
+
+    def _pumpOnce(self) -> None:
+        while self._queue and not self.ended:
+            head = self._queue[0]
+            self._delivered_group = head.group_id
+            while head.pending and not self._paused and not self.ended:
+                obj = head.pending.popleft()
+                head.pending_bytes -= len(obj.payload)
+                if obj.status == ObjectStatus.NORMAL:
+                    try:
+                        self.protocol.dataReceived(obj.payload)
+                    except Exception:
+                        _log.failure("{protocol} failed on an object", protocol=self.protocol)
+                        self.session._unsubscribe(self)
+                        self._end(Failure())
+                elif obj.status == ObjectStatus.END_OF_TRACK:
+                    self._end(Failure(TrackEnded(0, "end of track")))
+            if self._paused:
+                head.pauseReading()
+                break
+            if self.ended:
+                break
+            head.resumeReading()
+            if head.pending:
+                continue
+            if not head.finished:
+                break
+            self._queue.pop(0)
 
     def _publishDone(self, code: int, stream_count: int, reason: str) -> None:
         if self.ended:

@@ -5,23 +5,12 @@ from __future__ import annotations
 import re
 import time
 
-import pytest
-
 from tests.e2e.bot import Bot
 from tests.e2e.conftest import user_environment
 from tests.e2e.pty_driver import PtyRun
 from tests.e2e.test_parity import PROMPT
 
 FLOOD_BYTES = 8_000_000
-STALL = (
-    "output stops for good once the client's terminal falls behind: the bot's 128 KiB "
-    "gate stays shut (135135 bytes in flight, both processes idle in epoll). One cause: "
-    "pibridge/moq/subscriber.py Subscription._pump calls head.resumeReading(), which "
-    "delivers the stream's buffered data synchronously; the nested _pump returns at once "
-    "(_pumping is set) and the outer loop breaks on `not head.finished`, leaving those "
-    "objects in head.pending, never shown nor acked. With that loop continuing while "
-    "head.pending is not empty, Ctrl-C under a flood works but an 8 MB flood still stalls."
-)
 
 
 def attach(bot: Bot) -> PtyRun:
@@ -34,7 +23,6 @@ def read_for(run: PtyRun, seconds: float) -> None:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason=STALL)
 def test_a_full_speed_flood_arrives_whole(shell_bot: Bot) -> None:
     client = attach(shell_bot)
     try:
@@ -48,7 +36,6 @@ def test_a_full_speed_flood_arrives_whole(shell_bot: Bot) -> None:
     assert status == 3
 
 
-@pytest.mark.xfail(strict=True, reason=STALL)
 def test_ctrl_c_stops_a_flood_and_gives_the_prompt_back(shell_bot: Bot) -> None:
     client = attach(shell_bot)
     try:
