@@ -298,8 +298,16 @@ class Subscription:
         self._maybeDone()
         if not self.ended and self._done_timer is None:
             self._done_timer = self.session._clock.callLater(
-                PUBLISH_DONE_GRACE, self._end, self._done_reason
+                PUBLISH_DONE_GRACE, self._doneGraceExpired
             )
+
+    def _doneGraceExpired(self) -> None:
+        """Streams PUBLISH_DONE counted never came: end. If they all came, their
+        objects are still being read (a slow reader) and end the track when done."""
+        self._done_timer = None
+        assert self._done_count is not None and self._done_reason is not None
+        if self._streams_seen < self._done_count:
+            self._end(self._done_reason)
 
     def _maybeDone(self) -> None:
         if self.ended or self._done_reason is None or self._queue:
