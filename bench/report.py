@@ -28,7 +28,7 @@ RESULTS = REPO / "bench" / "results"
 BENCHMARKS: dict[str, list[str]] = {
     "quic": [sys.executable, "bench/quic/run.py"],
     "moq": [sys.executable, "bench/moq/run.py"],
-    "terminal": [sys.executable, "bench/terminal/run.py"],
+    "terminal": [sys.executable, "bench/terminal/sshd.py"],
     "chat": [sys.executable, "bench/chat/run.py"],
 }
 
@@ -122,7 +122,7 @@ def terminal_rows(data: dict[str, Any]) -> Iterator[Row]:
             ("throughput", "MB/s", "higher"),
             ("ctrl_c_2MBps", "ms", "lower"),
             ("ctrl_c_10MBps", "ms", "lower"),
-            ("first_byte", "ms", "lower"),
+            ("first_output", "ms", "lower"),
         ):
             ours = _pstats(peer, key)
             if ours is not None:

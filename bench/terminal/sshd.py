@@ -313,8 +313,11 @@ def _ctrl_c_once(fd: int, rate: float, warmup: float) -> float:
             if not chunk:
                 raise RuntimeError("the program ended before its stop marker arrived")
             budget -= len(chunk)
-            tail = (tail + chunk)[-64:]
-            if sent_at is not None and STOP_MARKER in tail:
+            # Look at the whole chunk: the marker may be followed in the same
+            # read by the client's own last words, pushing it out of a short tail.
+            window = tail + chunk
+            tail = window[-64:]
+            if sent_at is not None and STOP_MARKER in window:
                 return time.perf_counter() - sent_at
         next_tick += tick
         delay = next_tick - time.perf_counter()

@@ -86,3 +86,30 @@ def test_held_back_output_is_reported_slow_and_bounded(tmp_path: Path) -> None:
     finally:
         yield bot.bot.stop()
         yield bot.port.stopListening()
+
+
+LAST_WORDS = (
+    sys.executable,
+    "-c",
+    "import os\nfor _ in range(64): os.write(1, b'x' * 16384)\nos.write(1, b'LAST-WORDS')\n",
+)
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_last_output_of_a_program_that_exits_while_held_back_arrives(
+    tmp_path: Path,
+) -> None:
+    bot = start_bot(tmp_path, LAST_WORDS)
+    try:
+        client = yield attach(bot, tmp_path)
+        client.acking = False
+        yield client.until(lambda c: len(c.output) > 0)
+        [session] = bot.bot.sessions.values()
+        yield client.until(lambda c: session.gate is not None and session.gate.paused)
+        client.resume_acking()
+        client.acking = True
+        yield client.until(lambda c: c.close is not None)
+        assert client.output.endswith(b"LAST-WORDS")
+    finally:
+        yield bot.bot.stop()
+        yield bot.port.stopListening()
