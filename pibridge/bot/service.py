@@ -73,6 +73,7 @@ class TerminalService(MultiService):
     port_number: int
     relay: RelayConnector | None = None
     port: QuicListeningPort | None = None
+    state_dir: Path = Path(".")
 
     def __attrs_post_init__(self) -> None:
         MultiService.__init__(self)
@@ -115,6 +116,14 @@ class TerminalService(MultiService):
             host=getattr(address, "host", self.host),
             port=getattr(address, "port", self.port_number),
             fingerprint=self.identity.fingerprint.display,
+        )
+        log.info(
+            "pibridge: to attach, mint a token with `pibridge-token --state-dir {state} "
+            "--user NAME --group GROUP > token`, then run "
+            "`pibridge-attach --token-file token {host}:{port}`",
+            state=str(self.state_dir),
+            host=getattr(address, "host", self.host),
+            port=getattr(address, "port", self.port_number),
         )
 
     @inlineCallbacks
@@ -169,4 +178,6 @@ def build_terminal(
             expected_fingerprint=config.get("relay-fingerprint"),
         )
         relay = RelayConnector(reactor, bot, target.host, target.port, verification)
-    return TerminalService(reactor, bot, identity, address.host, address.port, relay)
+    return TerminalService(
+        reactor, bot, identity, address.host, address.port, relay, state_dir=state_dir
+    )
