@@ -18,6 +18,7 @@ import attrs
 from attrs import define
 
 ESC: Final = 0x1B
+ESC_BYTE: Final = b"\x1b"
 BEL: Final = 0x07
 CAN: Final = b"\x18"
 STRING_TERMINATOR: Final = b"\x1b\\"
@@ -57,7 +58,40 @@ class ScreenState:
         return self._state is _State.GROUND and self._utf8_remaining == 0
 
     def feed(self, data: bytes) -> None:
-        for byte in data:
+        # Plain text is most of any output: between escapes only the UTF-8
+        # position matters, so runs without ESC are skipped at C speed.
+        index, size = 0, len(data)
+        while index < size:
+            if self._state is _State.GROUND:
+                escape = data.find(ESC_BYTE, index)
+                end = size if escape < 0 else escape
+                if end > index:
+                    self._ground_run(data, index, end)
+                if escape < 0:
+                    return
+                index = escape
+            self._step(data[index])
+            index += 1
+
+    def _ground_run(self, data: bytes, start: int, end: int) -> None:
+        """The UTF-8 state after ``data[start:end]`` (no ESC in it), as stepping would leave it.
+
+        A byte that is not a continuation byte sets the state regardless of what
+        came before, and four continuation bytes in a row end any sequence, so
+        only the tail needs stepping.
+        """
+        last = end - 1
+        limit = max(start, end - 4)
+        while last >= limit and 0x80 <= data[last] < 0xC0:
+            last -= 1
+        if last >= limit:
+            tail = data[last:end]
+        elif end - start <= 4:
+            tail = data[start:end]
+        else:
+            self._utf8_remaining = 0
+            return
+        for byte in tail:
             self._step(byte)
 
     def _step(self, byte: int) -> None:

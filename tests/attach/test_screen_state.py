@@ -89,3 +89,30 @@ def test_every_mode_pi_tui_enables_is_undone() -> None:
         screen = ScreenState()
         screen.feed(enabled.encode().decode("unicode_escape").encode())
         assert undone in screen.reset_sequence()
+
+
+SEQUENCE_SAMPLES = [
+    b"\x1b[?2004h",
+    b"\x1b[?25l",
+    b"\x1b[>7u",
+    b"\x1b[<u",
+    b"\x1b]0;title\x07",
+    b"\x1b[?2026h",
+    "é€😀".encode(),
+    "😀".encode()[:2],
+    b"\x80\x80\x80\x80\x80",
+    b"\x1b",
+]
+
+
+@given(st.lists(st.binary(max_size=64) | st.sampled_from(SEQUENCE_SAMPLES), max_size=40))
+def test_feeding_runs_at_once_matches_stepping_byte_by_byte(pieces: list[bytes]) -> None:
+    """The fast path over plain text leaves exactly the state byte-by-byte stepping would."""
+    fast, slow = ScreenState(), ScreenState()
+    for piece in pieces:
+        fast.feed(piece)
+        for byte in piece:
+            slow._step(byte)
+        assert fast.at_boundary == slow.at_boundary
+        assert fast.reset_sequence() == slow.reset_sequence()
+        assert fast.title == slow.title
