@@ -18,7 +18,7 @@ import attrs
 from twisted.internet.interfaces import IPushProducer
 
 #: Unacknowledged output allowed in flight to an attached client.
-DEFAULT_WINDOW = 128 * 1024
+DEFAULT_WINDOW = 64 * 1024
 
 
 @attrs.define(eq=False)
