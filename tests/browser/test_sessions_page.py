@@ -17,7 +17,10 @@ def test_create_switch_and_stop_sessions(bridge: Bridge, browser_context: Any) -
     assert len(chat.session_options()) == 1
 
     chat.page.get_by_role("button", name="New session").click()
-    chat.page.wait_for_function("document.querySelectorAll('#session-select option').length === 2")
+    # A function, not a bare expression: the page's CSP forbids eval, as it should.
+    chat.page.wait_for_function(
+        "() => document.querySelectorAll('#session-select option').length === 2"
+    )
     assert chat.replies.count() == 0, "a new session starts with an empty conversation"
     assert "You said: bravo here" in chat.ask("bravo here")
     second = chat.page.locator("#session-select").input_value()
