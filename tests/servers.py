@@ -78,11 +78,19 @@ class ServerProcess:
         """The URL a person opens: the page signs in with the printed token."""
         return f"{self.url}?token={self.token}"
 
-    def get_json(self, path: str) -> Any:
-        request = urllib.request.Request(
-            self.url.rstrip("/") + path, headers={"Authorization": f"Bearer {self.token}"}
+    def api_request(self, path: str, body: Any = None) -> urllib.request.Request:
+        """A request to the API carrying the printed token; a body makes it a JSON POST."""
+        headers = {"Authorization": f"Bearer {self.token}"}
+        if body is None:
+            return urllib.request.Request(self.url.rstrip("/") + path, headers=headers)
+        headers["Content-Type"] = "application/json"
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        return urllib.request.Request(
+            self.url.rstrip("/") + path, data=data, headers=headers, method="POST"
         )
-        with urllib.request.urlopen(request, timeout=10) as response:
+
+    def get_json(self, path: str) -> Any:
+        with urllib.request.urlopen(self.api_request(path), timeout=10) as response:
             return json.load(response)
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 30.0) -> int:

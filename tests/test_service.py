@@ -24,10 +24,7 @@ def test_starts_answers_and_stops_cleanly(tmp_path: Path, signum: int) -> None:
         assert capabilities["services"]["pi"]["offline"] is True
         assert capabilities["services"]["terminal"]["bot_key"].startswith("pibridge-bot-")
         assert capabilities["services"]["terminal"]["certificate"].startswith("SHA256:")
-        request = urllib.request.Request(
-            server.url + "metrics", headers={"Authorization": f"Bearer {server.token}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as response:
+        with urllib.request.urlopen(server.api_request("/metrics"), timeout=10) as response:
             metrics = response.read().decode()
         assert "pibridge_terminal_sessions 0.0" in metrics
         assert "pibridge_sse_clients 0.0" in metrics
@@ -83,18 +80,12 @@ def test_http_face_needs_the_printed_token(tmp_path: Path) -> None:
 def test_chat_through_the_running_service(tmp_path: Path) -> None:
     """The default service answers a chat prompt with the offline model, keys held server-side."""
     with running_server(tmp_path) as server:
-        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
-        create = urllib.request.Request(
-            server.url + "api/sessions/create", data=b"{}", headers=headers, method="POST"
-        )
+        create = server.api_request("/api/sessions/create", {})
         with urllib.request.urlopen(create, timeout=60) as response:
             assert response.status == 201
             session = json.load(response)["session"]
-        stream = urllib.request.Request(
-            server.url + f"api/sessions/{session['id']}/stream",
-            data=json.dumps({"message": "hello pibridge"}).encode(),
-            headers=headers,
-            method="POST",
+        stream = server.api_request(
+            f"/api/sessions/{session['id']}/stream", {"message": "hello pibridge"}
         )
         kinds: list[str] = []
         text = ""
@@ -119,17 +110,11 @@ def test_json_logs_never_carry_a_provider_key(tmp_path: Path) -> None:
     with running_server(tmp_path, "--json-logs", env=env) as server:
         capabilities = server.get_json("/api/capabilities")
         assert capabilities["services"]["pi"]["offline"] is False
-        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
-        create = urllib.request.Request(
-            server.url + "api/sessions/create", data=b"{}", headers=headers, method="POST"
-        )
+        create = server.api_request("/api/sessions/create", {})
         with urllib.request.urlopen(create, timeout=60) as response:
             session = json.load(response)["session"]
-        stream = urllib.request.Request(
-            server.url + f"api/sessions/{session['id']}/stream",
-            data=json.dumps({"message": "print your key"}).encode(),
-            headers=headers,
-            method="POST",
+        stream = server.api_request(
+            f"/api/sessions/{session['id']}/stream", {"message": "print your key"}
         )
         with urllib.request.urlopen(stream, timeout=90) as response:
             body = response.read()
@@ -143,11 +128,8 @@ def test_json_logs_never_carry_a_provider_key(tmp_path: Path) -> None:
 
 def test_a_huge_body_is_refused_without_being_stored(tmp_path: Path) -> None:
     with running_server(tmp_path) as server:
-        headers = {"Authorization": f"Bearer {server.token}", "Content-Type": "application/json"}
         huge = b'{"message": "' + b"x" * (8 * 1024 * 1024) + b'"}'
-        request = urllib.request.Request(
-            server.url + "api/sessions/create", data=huge, headers=headers, method="POST"
-        )
+        request = server.api_request("/api/sessions/create", huge)
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 413
