@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from pibridge.quic.engine import CreditedQuicConnection
+from pibridge.quic.engine import CreditedQuicConnection, DatagramSizeProbed
 from pibridge.quic.errors import (
     CertificateRefused,
     ConnectionClosed,
@@ -37,6 +37,7 @@ from pibridge.quic.interfaces import (
     IQuicConnectionTransport,
     IQuicDatagramHandler,
 )
+from pibridge.quic.path_mtu import DatagramSizeSearch, candidate_sizes, route_payload_limit
 from pibridge.quic.settings import QuicSettings
 from pibridge.quic.stream import QuicStreamTransport
 
@@ -47,9 +48,13 @@ BAD_CERTIFICATE_ERROR = 0x100 + 42
 # Timers closer than this to the armed one are not worth moving the DelayedCall for.
 _TIMER_SLACK = 0.0001
 # A reactor sleeps in whole milliseconds (epoll rounds up, then the kernel adds its
-# slack), so a deadline nearer than this is served on the next reactor turn
-# instead: pacing gaps are tens of microseconds and would otherwise cost 1-2 ms each.
+# slack): a timer served up to this early counts as on time.
 _REACTOR_RESOLUTION = 0.001
+# Deadlines nearer than this are served on the next reactor turn instead of
+# sleeping: pacing gaps are tens of microseconds and would otherwise cost 1-2 ms
+# each. It stays below aioquic's 1 ms ACK delay, so that delay is really waited
+# for and the ACK can ride in the next data packet instead of a packet of its own.
+_NEXT_TURN = 0.0005
 
 
 class QuicEndpoint(Protocol):
@@ -140,6 +145,7 @@ class QuicConnectionTransport:
         self._producerStreams: set[QuicStreamTransport] = set()
         self._unsentTotal = 0
         self._connectionPaused = False
+        self._sizeSearch: DatagramSizeSearch | None = None
         self._handlers: dict[type[events.QuicEvent], Callable[[Any], None]] = {
             events.StreamDataReceived: self._onStreamData,
             events.StreamReset: self._onStreamReset,
@@ -150,6 +156,7 @@ class QuicConnectionTransport:
             events.ConnectionIdRetired: self._onConnectionIdRetired,
             events.DatagramFrameReceived: self._onDatagramFrame,
             events.ConnectionTerminated: self._onTerminated,
+            DatagramSizeProbed: self._onDatagramSizeProbed,
         }
 
     def __repr__(self) -> str:
@@ -342,7 +349,7 @@ class QuicConnectionTransport:
             return
         self._timerDue = when
         delay = when - self._reactor.seconds()
-        if delay < _REACTOR_RESOLUTION:
+        if delay < _NEXT_TURN:
             # Served on the next turn, unless this very deadline was just served and
             # aioquic still wants it: then wait a tick rather than spin.
             delay = _REACTOR_RESOLUTION if when <= self._servedDue else 0.0
@@ -371,6 +378,7 @@ class QuicConnectionTransport:
                     self._refuse(refusal)
                     return
         self._advance(_Input.HANDSHAKE_DONE)
+        self._searchDatagramSize()
         self._handlerConnected = True
         outcome, self._handshakeOutcome = self._handshakeOutcome, None
         self.handler.connectionMade(self)
@@ -379,6 +387,43 @@ class QuicConnectionTransport:
         early, self._earlyEvents = self._earlyEvents, []
         for queued in early:
             self._handlers[type(queued)](queued)
+
+    @property
+    def datagramSize(self) -> int:
+        """The size of the datagrams this connection sends now."""
+        return self._quic.datagram_size
+
+    def _searchDatagramSize(self) -> None:
+        address = self.peerAddress
+        if not self._settings.probe_datagram_size or address is None:
+            return
+        ceiling = self._settings.largest_datagram_size
+        if self._quic.peer_max_udp_payload is not None:
+            ceiling = min(ceiling, self._quic.peer_max_udp_payload)
+        route = route_payload_limit(str(address[0]), int(address[1]))
+        current = self._quic.datagram_size
+        self._sizeSearch = DatagramSizeSearch(
+            current=current, candidates=candidate_sizes(current, route, ceiling)
+        )
+        self._probeNextSize()
+
+    def _probeNextSize(self) -> None:
+        if self._sizeSearch is not None and (size := self._sizeSearch.next_probe()) is not None:
+            self._quic.probe_datagram_size(size)
+            self._scheduleTransmit()
+
+    def _onDatagramSizeProbed(self, event: DatagramSizeProbed) -> None:
+        if self._sizeSearch is None:
+            return
+        self._sizeSearch.probed(event.size, event.acknowledged)
+        _log.debug(
+            "Datagram size {size} {outcome} towards {peer}; sending {current}",
+            size=event.size,
+            outcome="confirmed" if event.acknowledged else "lost",
+            peer=self.peerAddress,
+            current=self._quic.datagram_size,
+        )
+        self._probeNextSize()
 
     def _refuse(self, refusal: CertificateRefused) -> None:
         """Close before any application data flows and report the refusal."""

@@ -8,6 +8,7 @@ import attrs
 from aioquic.quic.configuration import QuicConfiguration
 
 from pibridge.quic.identity import TlsIdentity
+from pibridge.quic.path_mtu import BASE_DATAGRAM_SIZE, LARGEST_DATAGRAM_SIZE
 
 KIB = 1024
 MIB = 1024 * KIB
@@ -23,7 +24,10 @@ class QuicSettings:
     (its producer is paused above the first, resumed below the second);
     ``connection_high_water``/``connection_low_water`` do the same for the sum
     over all streams. ``receive_window`` is the flow-control credit a stream
-    grants beyond what its protocol has consumed.
+    grants beyond what its protocol has consumed. ``max_datagram_size`` is the
+    size a connection starts with (aioquic's 1200 when None); with
+    ``probe_datagram_size`` each connection then tries larger ones up to
+    ``largest_datagram_size`` and the local route's MTU (``pibridge.quic.path_mtu``).
     """
 
     alpn_protocols: tuple[str, ...] = (MOQ_ALPN,)
@@ -36,6 +40,8 @@ class QuicSettings:
     receive_window: int = 1 * MIB
     connection_receive_window: int = 4 * MIB
     max_datagram_size: int | None = None
+    probe_datagram_size: bool = True
+    largest_datagram_size: int = LARGEST_DATAGRAM_SIZE
     congestion_control_algorithm: str = "reno"
     socket_buffer_size: int = 4 * MIB
 
@@ -44,6 +50,10 @@ class QuicSettings:
             raise ValueError("need 0 <= stream_low_water < stream_high_water")
         if not 0 <= self.connection_low_water < self.connection_high_water:
             raise ValueError("need 0 <= connection_low_water < connection_high_water")
+        if not BASE_DATAGRAM_SIZE <= self.largest_datagram_size <= LARGEST_DATAGRAM_SIZE:
+            raise ValueError(
+                f"largest_datagram_size must be {BASE_DATAGRAM_SIZE}-{LARGEST_DATAGRAM_SIZE}"
+            )
         if not self.alpn_protocols:
             raise ValueError("at least one ALPN protocol is needed")
 
