@@ -49,7 +49,9 @@ class LinkConditions:
     before it), as on a real link; only ``reorder`` does. ``rate`` (bytes per
     second) serialises datagrams through a queue of at most ``queue_bytes``;
     arrivals that do not fit are dropped (tail drop). ``cut`` drops everything,
-    including datagrams already on their way.
+    including datagrams already on their way. ``mtu`` is the link's IP MTU
+    (Ethernet's by default, None for none): larger datagrams are dropped, as a
+    router that may not fragment does.
     """
 
     delay: float = 0.0
@@ -63,6 +65,7 @@ class LinkConditions:
     rate: float | None = None
     queue_bytes: int = 64 * 1024
     cut: bool = False
+    mtu: int | None = 1500
 
     def __attrs_post_init__(self) -> None:
         for name in ("loss", "reorder", "duplicate"):
@@ -88,18 +91,21 @@ class LinkCounters:
     lost: int = 0
     cut: int = 0
     queue_dropped: int = 0
+    too_big: int = 0
     duplicated: int = 0
     reordered: int = 0
 
     @property
     def dropped(self) -> int:
         """Datagrams that never left the relay, for any reason."""
-        return self.lost + self.cut + self.queue_dropped
+        return self.lost + self.cut + self.queue_dropped + self.too_big
 
 
 # Every datagram draws exactly this many uniforms, whatever the conditions, so a
 # change of conditions mid-run does not shift the decisions for later datagrams.
 _DRAWS_PER_DATAGRAM = 5
+# The relay speaks IPv4 on loopback: what an IP MTU adds to a UDP payload.
+_IPV4_UDP_HEADERS = 20 + 8
 
 
 @attrs.define(eq=False)
@@ -157,6 +163,9 @@ class ImpairedLink:
         lose, jitter_a, jitter_b, reorder, duplicate = draws
         if conditions.cut:
             counters.cut += 1
+            return
+        if conditions.mtu is not None and len(data) + _IPV4_UDP_HEADERS > conditions.mtu:
+            counters.too_big += 1
             return
         if lose < conditions.loss:
             counters.lost += 1

@@ -295,3 +295,24 @@ async def test_rebinding_on_a_bad_link(
         conditions=BAD_LINK,
         deadline=200.0,
     )
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_1500_byte_link_caps_the_datagram_size_without_losing_data(
+    reactor: Any, echo_server: Any, make_relay: MakeRelay, identity: TlsIdentity
+) -> None:
+    """Loopback says 64 KiB, the link in between carries 1500: the probes find the link."""
+    port, factory = echo_server
+    relay = make_relay(port_number(port), seed=7)
+    relay.set(both=LinkConditions(delay=0.005, mtu=1500))
+    connection, handler, result = await transfer_through(
+        reactor, relay, identity, 512 * KIB, deadline=30.0
+    )
+    assert result.intact, result
+    assert_one_connection_survived(factory, connection, handler)
+    (server,) = factory.handlers
+    assert connection.datagramSize == 1472
+    assert server.connection is not None and server.connection.datagramSize == 1472
+    # The 16 KiB probes died on the link, both ways, and cost no data.
+    assert relay.upstream.counters.too_big >= 1
+    assert relay.downstream.counters.too_big >= 1
