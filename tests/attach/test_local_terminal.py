@@ -108,3 +108,34 @@ async def test_slow_terminal_pauses_the_output_producer(
     await _until(lambda: drain_and_check() and flushed.called)
     assert drained.endswith(b"the end")
     assert set(drained[:-7]) == {ord("x")}
+
+
+@pytest_twisted.ensureDeferred
+async def test_output_goes_out_at_once_and_in_order_through_a_backlog(
+    pipes: tuple[int, int, int, int],
+) -> None:
+    stdin_read, _, stdout_read, stdout_write = pipes
+    terminal = StdioTerminal(_reactor(), stdin_read, stdout_write)
+    terminal.start(lambda data: None, lambda: None)
+    os.set_blocking(stdout_read, False)
+    terminal.write_output(b"echo")
+    # A keystroke's echo reaches the terminal in the same reactor turn.
+    assert os.read(stdout_read, 100) == b"echo"
+
+    pieces = [b"%06d:" % index + b"y" * 3000 for index in range(400)]  # ~1.2 MB: a backlog
+    for piece in pieces:
+        terminal.write_output(piece)
+    drained = bytearray()
+    expected = b"".join(pieces)
+
+    def drain() -> bool:
+        with contextlib.suppress(BlockingIOError):
+            drained.extend(os.read(stdout_read, 1 << 20))
+        if len(drained) == len(expected):
+            terminal.write_output(b"|after")
+        return len(drained) >= len(expected) + len(b"|after")
+
+    await _until(drain)
+    assert bytes(drained) == expected + b"|after"
+    terminal.stop()
+    await terminal.when_closed().addTimeout(5, _reactor())
