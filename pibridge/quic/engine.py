@@ -62,8 +62,6 @@ class CreditedQuicConnection(QuicConnection):
         self._probe_size: int | None = None
         self._probe_queued = False
         self._probe_full = False
-        # Ack-eliciting 1-RTT packets received since the last ACK frame went out.
-        self._unacknowledged = 0
 
     @property
     def datagram_size(self) -> int:
@@ -100,38 +98,6 @@ class CreditedQuicConnection(QuicConnection):
             buf.push_uint_var(stream_id)
             buf.push_uint_var(stream.max_stream_data_local)
             stream.max_stream_data_local_sent = stream.max_stream_data_local
-
-    def _payload_received(
-        self, context: Any, plain: bytes, crypto_frame_required: bool = False
-    ) -> tuple[bool, bool]:
-        is_ack_eliciting, is_probing = super()._payload_received(
-            context, plain, crypto_frame_required
-        )
-        if is_ack_eliciting and context.epoch == tls.Epoch.ONE_RTT:
-            self._unacknowledged += 1
-        return is_ack_eliciting, is_probing
-
-    def receive_datagram(self, data: bytes, addr: Any, now: float) -> None:
-        """Receive, and acknowledge at once every second ack-eliciting packet.
-
-        RFC 9000 (13.2.2) asks for an ACK after at least two ack-eliciting
-        packets; aioquic waits for its ACK delay instead, which holds back the
-        sender of a bulk transfer by a millisecond per window.
-        """
-        super().receive_datagram(data, addr, now=now)
-        if self._unacknowledged >= 2:
-            space = self._spaces.get(tls.Epoch.ONE_RTT)
-            if space is not None and space.ack_at is not None and space.ack_at >= now:
-                # Strictly before now: aioquic paces packets whose ACK is only just
-                # due, and an ACK is not to wait for the pacer.
-                space.ack_at = now - _MICROSECOND
-
-    def _write_ack_frame(
-        self, builder: QuicPacketBuilder, space: QuicPacketSpace, now: float
-    ) -> None:
-        super()._write_ack_frame(builder, space, now)
-        if space is self._spaces.get(tls.Epoch.ONE_RTT):
-            self._unacknowledged = 0
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Any]]:
         """Send what is due, carrying a pending ACK in any packet that goes out anyway.
@@ -175,6 +141,11 @@ class CreditedQuicConnection(QuicConnection):
         self._max_datagram_size = size
         control.congestion_window = max(window, self._loss.bytes_in_flight + size)
         self._ping_pending.append(_PROBE_UID)
+        space = self._spaces[tls.Epoch.ONE_RTT]
+        if len(space.ack_queue) and (space.ack_at is None or space.ack_at >= now):
+            # A packet carrying an ACK is not paced: the probe goes now, not
+            # after a bulk transfer's pacer has let everything else through.
+            space.ack_at = now - _MICROSECOND
         try:
             datagrams = super().datagrams_to_send(now=now)
         finally:

@@ -223,26 +223,3 @@ def test_an_echo_costs_one_datagram_each_way(
         pair.serverClock.advance(0.0002)
     assert received.data == bytes(65 + index % 26 for index in range(rounds))
     assert sent == 2 * rounds
-
-
-def test_a_bulk_receiver_acknowledges_every_second_packet_at_once(
-    identity: TlsIdentity, route_limit: list[int | None]
-) -> None:
-    """RFC 9000 13.2.2: the sender of a flood is not held back by the receiver's ACK delay."""
-    route_limit[0] = ETHERNET_IPV4  # many datagrams for the bytes
-    pair = lossy_pair(identity, path_limit=1 << 20, streamProtocol=lambda stream: Echo())
-    pair.run(0.3)
-    received = Collector()
-    stream = pair.client.openStream(received)
-    stream.write(b"q" * 60_000)  # echoed in as many datagrams as the window allows
-    pair.clientClock.advance(0)
-    for data, _ in pair.clientWire.take():
-        pair.server.datagramReceived(data, pair.clientAddress)
-    pair.serverClock.advance(0)
-    down = pair.serverSocket.take()
-    assert len(down) >= 8
-    for data, _ in down:
-        pair.client.datagramReceived(data, SERVER)  # no time passes: no ACK delay expires
-    acks = pair.clientWire.take()
-    # About one ACK per two packets (a little more: some datagrams are small).
-    assert len(down) // 3 <= len(acks) <= len(down) // 2 + 2

@@ -287,3 +287,23 @@ async def test_datagrams_are_negotiated(
         if server_handler.datagrams:
             break
     assert server_handler.datagrams[0] == b"ping"
+
+
+@pytest_twisted.ensureDeferred
+async def test_loopback_bulk_transfer_climbs_to_large_datagrams_while_it_runs(
+    reactor: Any, start_server: StartServer, known_hosts: Path
+) -> None:
+    """The size probes get through even while a flood keeps the pacer busy."""
+    from pibridge.quic.path_mtu import LARGEST_DATAGRAM_SIZE
+
+    total = 48 * MIB
+    bulk = Collector(hashOnly=True)
+    port, _ = start_server(HandlerFactory(lambda stream: bulk))
+    connection = await connect(reactor, port, known_hosts)
+    producer = BulkProducer(reactor, connection.openStream(Protocol()), total)
+    producer.start()
+    await timeboxed(bulk.waitFor(total // 2), reactor, 60)
+    assert connection.datagramSize == LARGEST_DATAGRAM_SIZE
+    await timeboxed(bulk.closed, reactor, 60)
+    assert bulk.received == total
+    assert bulk.digest.hexdigest() == producer.digest.hexdigest()
