@@ -148,10 +148,10 @@ class StdioTerminal:
             # reactor turn (and two epoll changes) to write what it could write now.
             try:
                 written = os.write(self.output_fd, data)
-            except BlockingIOError:
-                written = 0
             except OSError:
-                written = 0  # Twisted's writer reports the error as it always does
+                # Full (EAGAIN) or broken: Twisted's writer queues the rest, or
+                # reports the error as it always does.
+                written = 0
             data = data[written:]
             if not data:
                 return

@@ -28,6 +28,8 @@ from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.protocol import DatagramProtocol
 
+from pibridge.quic.path_mtu import IPV4_OVERHEAD
+
 Address = tuple[str, int]
 
 
@@ -104,8 +106,6 @@ class LinkCounters:
 # Every datagram draws exactly this many uniforms, whatever the conditions, so a
 # change of conditions mid-run does not shift the decisions for later datagrams.
 _DRAWS_PER_DATAGRAM = 5
-# The relay speaks IPv4 on loopback: what an IP MTU adds to a UDP payload.
-_IPV4_UDP_HEADERS = 20 + 8
 
 
 @attrs.define(eq=False)
@@ -164,7 +164,8 @@ class ImpairedLink:
         if conditions.cut:
             counters.cut += 1
             return
-        if conditions.mtu is not None and len(data) + _IPV4_UDP_HEADERS > conditions.mtu:
+        # The relay speaks IPv4: IP and UDP headers count against the MTU.
+        if conditions.mtu is not None and len(data) + IPV4_OVERHEAD > conditions.mtu:
             counters.too_big += 1
             return
         if lose < conditions.loss:

@@ -95,23 +95,11 @@ class LossyPair(Pair):
     path_limit = 1 << 20
     dropped = 0
 
-    def deliver(self) -> int:
-        self.clientClock.advance(0)
-        self.serverClock.advance(0)
-        moved = 0
-        for data, _ in self.clientWire.take():
-            if len(data) > self.path_limit:
-                self.dropped += 1
-                continue
-            self.server.datagramReceived(data, self.clientAddress)
-            moved += 1
-        for data, _ in self.serverSocket.take():
-            if len(data) > self.path_limit:
-                self.dropped += 1
-                continue
-            self.client.datagramReceived(data, SERVER)
-            moved += 1
-        return moved
+    def carries(self, data: bytes) -> bool:
+        if len(data) > self.path_limit:
+            self.dropped += 1
+            return False
+        return True
 
     def run(self, seconds: float, step: float = 0.005) -> None:
         """Let time pass in steps, moving datagrams as they come."""
@@ -122,11 +110,14 @@ class LossyPair(Pair):
             self.serverClock.advance(step)
 
 
-def lossy_pair(identity: TlsIdentity, path_limit: int, streamProtocol: Any = None) -> LossyPair:
-    pair = LossyPair(identity, QuicSettings())
+def lossy_pair(
+    identity: TlsIdentity,
+    path_limit: int,
+    streamProtocol: Any = None,
+    settings: QuicSettings | None = None,
+) -> LossyPair:
+    pair = LossyPair(identity, settings or QuicSettings(), HandlerFactory(streamProtocol))
     pair.path_limit = path_limit
-    pair.factory = HandlerFactory(streamProtocol)
-    pair.server._handlerFactory = pair.factory
     pair.clientClock.advance(1000.0)
     pair.serverClock.advance(1000.0)
     pair.client.start(SERVER)
@@ -188,13 +179,10 @@ def test_an_ethernet_route_stops_at_ethernet_sizes(
 
 
 def test_probing_can_be_turned_off(identity: TlsIdentity, route_limit: list[int | None]) -> None:
-    pair = Pair(identity, QuicSettings(probe_datagram_size=False))
-    pair.client.start(SERVER)
-    for _ in range(20):
-        pair.deliver()
-        pair.clientClock.advance(0.01)
-        pair.serverClock.advance(0.01)
+    pair = lossy_pair(identity, 1 << 20, settings=QuicSettings(probe_datagram_size=False))
+    pair.run(0.2)
     assert pair.client.datagramSize == BASE_DATAGRAM_SIZE
+    assert server_connection(pair).datagramSize == BASE_DATAGRAM_SIZE
 
 
 def test_an_echo_costs_one_datagram_each_way(
