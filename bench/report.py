@@ -115,7 +115,7 @@ def _pstats(peer: dict[str, Any], key: str) -> dict[str, Any] | None:
 def terminal_rows(data: dict[str, Any]) -> Iterator[Row]:
     peers = data.get("peers", {})
     ssh = peers.get("ssh", {})
-    for name in [p for p in peers if p.startswith("pibridge")] + ["bare_pty"]:
+    for name in [p for p in peers if p.startswith("pibridge")] + ["twisted_pipe", "bare_pty"]:
         peer = peers.get(name, {})
         for key, unit, better in (
             ("echo", "ms (p50)", "lower"),

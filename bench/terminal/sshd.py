@@ -1,10 +1,12 @@
-"""Terminal peers side by side: a bare local PTY (the floor) and OpenSSH ``ssh -tt`` on loopback.
+"""Terminal peers side by side: a bare local PTY, OpenSSH ``ssh -tt`` on loopback, and pibridge.
 
 Each peer is a function that yields a "spawn" callable: given a shell command
 it starts that command behind the peer's terminal path and returns the file
 descriptor a terminal emulator would hold (the master side of a local PTY).
-pibridge joins later as a third peer with the same shape (a local PTY running
-``pibridge-attach`` against a loopback bot).
+Peers: ``bare_pty`` (no transport at all), ``ssh`` (``ssh -tt`` to an sshd
+started here), ``twisted_pipe`` (raw bytes over UDP between two Twisted
+processes: what any design in Python and Twisted costs before its protocol;
+echo only), and ``pibridge`` / ``pibridge_relay`` (``pibridge_peer.py``).
 
 Measured per peer:
 
@@ -182,12 +184,22 @@ def pibridge_relay_peer() -> contextlib.AbstractContextManager[Spawn]:
     return pibridge_peer(_local_pty, through_relay=True)  # type: ignore[no-any-return]
 
 
+def twisted_pipe_peer() -> contextlib.AbstractContextManager[Spawn]:
+    """Raw bytes over loopback UDP between two Twisted processes: the floor under pibridge."""
+    from twisted_pipe import twisted_pipe_peer
+
+    return twisted_pipe_peer(_local_pty)  # type: ignore[no-any-return]
+
+
 PEERS: dict[str, Callable[[], contextlib.AbstractContextManager[Spawn]]] = {
     "bare_pty": bare_pty_peer,
     "ssh": ssh_peer,
+    "twisted_pipe": twisted_pipe_peer,
     "pibridge": pibridge_direct_peer,
     "pibridge_relay": pibridge_relay_peer,
 }
+#: Peers measured for keystroke echo only (no retransmission, so no bulk transfers).
+ECHO_ONLY = {"twisted_pipe"}
 
 
 def _read_until(fd: int, marker: bytes, timeout: float = 20) -> bytes:
@@ -336,8 +348,8 @@ def _summary(values: list[float], unit: str) -> dict[str, Any]:
     }
 
 
-def run_peer(spawn: Spawn, quick: bool) -> dict[str, Any]:
-    """Every measurement for one peer; pibridge's peer will be run through this too."""
+def run_peer(spawn: Spawn, quick: bool, echo_only: bool = False) -> dict[str, Any]:
+    """Every measurement for one peer (or its echo alone)."""
     measurements: dict[str, Callable[[], dict[str, Any]]] = {
         "first_output": lambda: measure_first_output(spawn, 3 if quick else 10),
         "echo": lambda: measure_echo(spawn, 200 if quick else 1000),
@@ -347,6 +359,8 @@ def run_peer(spawn: Spawn, quick: bool) -> dict[str, Any]:
         "ctrl_c_2MBps": lambda: measure_ctrl_c(spawn, 2e6, 2 if quick else 5, 1.0),
         "ctrl_c_10MBps": lambda: measure_ctrl_c(spawn, 10e6, 2 if quick else 5, 1.0),
     }
+    if echo_only:
+        measurements = {"echo": measurements["echo"]}
     results: dict[str, Any] = {}
     for name, measure in measurements.items():
         # A peer that stalls or fails one measurement still gets the others.
@@ -392,6 +406,8 @@ def _ratios(results: dict[str, dict[str, Any]], baseline: str) -> dict[str, dict
 def _describe(name: str, measured: dict[str, Any]) -> str:
     parts = []
     for label, measurement, key in HEADLINES:
+        if measurement not in measured:
+            continue  # not measured for this peer
         value = _headline(measured, measurement, key)
         text = "failed" if value is None else f"{value:.3f}"
         if value is not None and measurement.startswith("ctrl_c"):
@@ -408,7 +424,7 @@ def main() -> None:
     results: dict[str, dict[str, Any]] = {}
     for name in arguments.peer or list(PEERS):
         with PEERS[name]() as spawn:
-            results[name] = run_peer(spawn, arguments.quick)
+            results[name] = run_peer(spawn, arguments.quick, echo_only=name in ECHO_ONLY)
         print(_describe(name, results[name]), flush=True)
     document = {
         "benchmark": "terminal",
