@@ -48,7 +48,6 @@ saw.  The final chunk carries deterministic usage numbers.
 from __future__ import annotations
 
 import json
-import os
 import re
 import secrets
 from collections.abc import Iterator, Sequence
@@ -63,6 +62,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request, Site
+
+from pibridge.secret_files import load_or_create_secret
 
 OFFLINE_PROVIDER = "pibridge-offline"
 OFFLINE_MODEL_ID = "offline"
@@ -430,16 +431,12 @@ class OfflineModelResource(Resource):
 
 def load_or_create_api_key(state_dir: Path) -> str:
     """The offline model's key for this state dir, created once in a 0600 file."""
-    state_dir.mkdir(parents=True, exist_ok=True)
-    path = state_dir / API_KEY_FILE_NAME
-    try:
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    key = "pibridge-offline-" + secrets.token_urlsafe(24)
-    with os.fdopen(descriptor, "w") as handle:
-        handle.write(key + "\n")
-    return key
+    key = load_or_create_secret(
+        state_dir / API_KEY_FILE_NAME,
+        lambda: f"pibridge-offline-{secrets.token_urlsafe(24)}\n".encode(),
+        lambda key: bool(key.strip()),
+    )
+    return key.decode().strip()
 
 
 @attrs.define(eq=False)

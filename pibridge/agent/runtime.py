@@ -61,6 +61,7 @@ from pibridge.agent.offline_model import (
     OFFLINE_PROVIDER,
 )
 from pibridge.agent.sandbox import SandboxPolicy, find_bwrap, write_sandbox_shell
+from pibridge.secret_files import write_private
 
 REDACTED = "[redacted]"
 GUARD_EXTENSION = Path(__file__).with_name("workspace_guard.js")
@@ -109,15 +110,6 @@ class _Selection:
     status: CredentialStatus
     provider: str | None = None
     model_id: str | None = None
-
-
-def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write a file readable only by its owner, replacing it atomically."""
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
 
 
 def _command_tuple(command: str | Iterable[str]) -> tuple[str, ...]:
@@ -365,10 +357,10 @@ class AgentRuntime:
         self.agent_dir.chmod(0o700)
         self.workspace.mkdir(parents=True, exist_ok=True)
         overlay = self._write_package_overlay()
-        _write_private(self.agent_dir / "models.json", json.dumps(self._models(), indent=2))
+        write_private(self.agent_dir / "models.json", json.dumps(self._models(), indent=2))
         auth = {key.provider: {"type": "api_key", "key": key.value} for key in credentials.keys}
-        _write_private(self.agent_dir / "auth.json", json.dumps(auth, indent=2))
-        _write_private(self.agent_dir / "settings.json", json.dumps(self._settings(), indent=2))
+        write_private(self.agent_dir / "auth.json", json.dumps(auth, indent=2))
+        write_private(self.agent_dir / "settings.json", json.dumps(self._settings(), indent=2))
         return overlay
 
     def _models(self) -> dict[str, Any]:
@@ -460,9 +452,9 @@ class AgentRuntime:
             config_dir_name = token_file.read_text(encoding="utf-8").strip()
         else:
             config_dir_name = ".pibridge-ignored-" + secrets.token_hex(12)
-            _write_private(token_file, config_dir_name)
+            write_private(token_file, config_dir_name)
         manifest.setdefault("piConfig", {})["configDir"] = config_dir_name
-        _write_private(overlay / "package.json", json.dumps(manifest, indent=1), 0o644)
+        write_private(overlay / "package.json", json.dumps(manifest, indent=1), 0o644)
         for entry in package_dir.iterdir():
             if entry.name == "package.json":
                 continue

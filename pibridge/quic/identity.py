@@ -21,6 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from twisted.logger import Logger
 
+from pibridge.secret_files import write_private
+
 _log = Logger()
 
 CERTIFICATE_FILE = "cert.pem"
@@ -124,7 +126,7 @@ def load_or_create_identity(state_dir: Path, host_names: Iterable[str] = ()) -> 
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    _write_private(key_path, key_pem)
+    write_private(key_path, key_pem)
     certificate_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
     identity = TlsIdentity(certificate_path, key_path, certificate)
     _log.info(
@@ -133,14 +135,6 @@ def load_or_create_identity(state_dir: Path, host_names: Iterable[str] = ()) -> 
         fingerprint=identity.fingerprint.display,
     )
     return identity
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    """Write a secret so that it is never readable by others, not even briefly."""
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as file:
-        file.write(data)
-    os.chmod(path, 0o600)
 
 
 def _self_signed_certificate(key: ec.EllipticCurvePrivateKey, names: list[str]) -> x509.Certificate:

@@ -23,13 +23,14 @@ from __future__ import annotations
 import base64
 import enum
 import hashlib
-import os
 from pathlib import Path
 from typing import Final
 
 import attrs
 from nacl.exceptions import CryptoError
 from nacl.public import Box, PrivateKey, PublicKey
+
+from pibridge.secret_files import load_or_create_secret
 
 VERSION: Final = 1
 KEY_ID_BYTES: Final = 8
@@ -80,19 +81,12 @@ def parse_public_key(text: str) -> PublicKey:
 
 def load_or_create_identity(state_dir: Path) -> PrivateKey:
     """The bot's long-term key, kept 0600 under the state directory."""
-    path = state_dir / "identity" / "bot.key"
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raw = b""
-    if len(raw) == 32:
-        return PrivateKey(raw)
-    key = PrivateKey.generate()
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "wb") as out:
-        out.write(bytes(key))
-    return key
+    raw = load_or_create_secret(
+        state_dir / "identity" / "bot.key",
+        lambda: bytes(PrivateKey.generate()),
+        lambda raw: len(raw) == 32,
+    )
+    return PrivateKey(raw)
 
 
 def _nonce(direction: Direction, channel: Channel, counter: int) -> bytes:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import enum
-import os
 import re
 import secrets
 import sys
@@ -23,6 +22,8 @@ from typing import Final
 import attrs
 import jwt
 from attrs import define, frozen
+
+from pibridge.secret_files import load_or_create_secret
 
 ALGORITHM: Final = "HS256"
 KEY_BYTES: Final = 32
@@ -75,21 +76,11 @@ class Identity:
 
 def load_or_create_key(state_dir: Path) -> bytes:
     """Read the signing key, creating it (0600, never overwritten) on first use."""
-    directory = state_dir / "terminal"
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    path = directory / "token.key"
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = path.read_bytes()
-        if len(key) < KEY_BYTES:
-            raise ValueError(f"{path} is shorter than {KEY_BYTES} bytes") from None
-        return key
-    key = secrets.token_bytes(KEY_BYTES)
-    try:
-        os.write(fd, key)
-    finally:
-        os.close(fd)
+    path = state_dir / "terminal" / "token.key"
+    key = load_or_create_secret(path, lambda: secrets.token_bytes(KEY_BYTES), lambda _key: True)
+    if len(key) < KEY_BYTES:
+        # Replacing it would quietly void every token minted with it: say so instead.
+        raise ValueError(f"{path} is shorter than {KEY_BYTES} bytes")
     return key
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
@@ -21,6 +20,8 @@ from urllib.parse import parse_qsl, urlencode
 import attrs
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource, Resource, getChildForRequest
+
+from pibridge.secret_files import load_or_create_secret
 
 COOKIE_NAME = b"pibridge_access"
 COOKIE_PURPOSE = b"pibridge browser access v1"
@@ -34,17 +35,7 @@ started (it ends in <code>?token=...</code>).</p>
 
 def load_or_create_key(path: Path) -> bytes:
     """A 32-byte secret kept 0600 in the state directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        key = b""
-    if len(key) != 32:
-        key = secrets.token_bytes(32)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "wb") as out:
-            out.write(key)
-    return key
+    return load_or_create_secret(path, lambda: secrets.token_bytes(32), lambda key: len(key) == 32)
 
 
 @attrs.frozen
