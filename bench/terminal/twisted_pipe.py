@@ -30,8 +30,10 @@ CHUNK = 60_000
 
 
 def _bot(command: str) -> None:
-    from twisted.internet import reactor
+    from twisted.internet import reactor as installed
     from twisted.internet.protocol import DatagramProtocol, ProcessProtocol
+
+    reactor: Any = installed
 
     class Program(ProcessProtocol):
         def __init__(self, send: Callable[[bytes], None]) -> None:
@@ -48,10 +50,12 @@ def _bot(command: str) -> None:
         program: Any = None
 
         def datagramReceived(self, datagram: bytes, addr: Any) -> None:
+            transport = self.transport
+            assert transport is not None
             if self.program is None:  # the client's hello: now its address is known
-                self.transport.connect(*addr)
+                transport.connect(*addr)
                 self.program = reactor.spawnProcess(
-                    Program(self.transport.write),
+                    Program(lambda data: transport.write(data, None)),
                     "/bin/sh",
                     ["sh", "-c", command],
                     env=dict(os.environ),
@@ -66,8 +70,11 @@ def _bot(command: str) -> None:
 
 
 def _attach(port: int) -> None:
-    from twisted.internet import reactor, stdio
+    from twisted.internet import reactor as installed
+    from twisted.internet import stdio
     from twisted.internet.protocol import DatagramProtocol, Protocol
+
+    reactor: Any = installed
 
     class Keys(Protocol):
         def __init__(self, send: Callable[[bytes], None]) -> None:
@@ -78,9 +85,11 @@ def _attach(port: int) -> None:
 
     class Pipe(DatagramProtocol):
         def startProtocol(self) -> None:
-            self.transport.connect("127.0.0.1", port)
-            self.transport.write(b"hello")
-            stdio.StandardIO(Keys(self.transport.write))
+            transport = self.transport
+            assert transport is not None
+            transport.connect("127.0.0.1", port)
+            transport.write(b"hello", None)
+            stdio.StandardIO(Keys(lambda data: transport.write(data, None)))  # type: ignore[no-untyped-call]
 
         def datagramReceived(self, datagram: bytes, addr: Any) -> None:
             os.write(sys.stdout.fileno(), datagram)
