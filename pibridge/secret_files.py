@@ -64,6 +64,7 @@ def _write_temporary(path: Path, data: bytes, mode: int) -> Path:
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(descriptor, "wb") as handle:
+            os.fchmod(handle.fileno(), mode)  # exactly ``mode``, whatever the umask took away
             handle.write(data)
     except BaseException:
         _remove(temporary)

@@ -83,3 +83,10 @@ def test_write_private_can_share_a_file_that_is_not_secret(tmp_path: Path) -> No
     path = tmp_path / "package.json"
     write_private(path, "{}", mode=0o644)
     assert mode(path) == 0o644
+
+
+def test_the_mode_does_not_depend_on_the_umask(tmp_path: Path) -> None:
+    os.umask(0o177)  # would leave an executable script unexecutable
+    script = tmp_path / "sandbox-shell"
+    write_private(script, "#!/bin/sh\n", mode=0o700)
+    assert mode(script) == 0o700

@@ -30,6 +30,8 @@ from pathlib import Path
 
 import attrs
 
+from pibridge.secret_files import write_private
+
 SANDBOX_ENV_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -123,7 +125,4 @@ def write_sandbox_shell(path: Path, policy: SandboxPolicy) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.exists() and path.read_text(encoding="utf-8") == script:
         return
-    temporary = path.with_name(path.name + ".new")
-    temporary.write_text(script, encoding="utf-8")
-    temporary.chmod(0o700)
-    os.replace(temporary, path)
+    write_private(path, script, mode=0o700)
